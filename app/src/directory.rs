@@ -1,0 +1,19 @@
+//! The server-side source of panel data, provided to server functions through Leptos context.
+//!
+//! The server crate implements it with its registry, so the panel reads exactly what the JSON API
+//! reads (one code path), and this crate does not depend on the server.
+
+use crate::snapshot::{ModelDetail, PanelSnapshot};
+use std::sync::Arc;
+
+/// Read access to what the registry knows; answers from cached observations, so it never blocks
+/// on a backend.
+pub trait BackendDirectory: Send + Sync + 'static {
+    /// Every configured backend.
+    fn snapshot(&self) -> PanelSnapshot;
+    /// One backend with its history and logs; `None` when no model has that name.
+    fn detail(&self, model: &str) -> Option<ModelDetail>;
+}
+
+/// The context value server functions look up.
+pub type SharedDirectory = Arc<dyn BackendDirectory>;

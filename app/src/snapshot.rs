@@ -1,0 +1,310 @@
+//! What backend-monitor knows about each backend, as sent to the browser and by `GET /api/backends`.
+//!
+//! These types are the vocabulary shared by the server (which fills them) and the panel (which draws
+//! them), so they compile for both the server and WebAssembly.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where a configured backend is in its life, as managed by backend-monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Process started (managed) and not yet healthy / model not yet loaded.
+    Starting,
+    /// Healthy and serving; for external backends, attached.
+    Running,
+    /// A shutdown is in progress.
+    Stopping,
+    /// Stopped on request.
+    Stopped,
+    /// Could not start, or exited on its own.
+    Failed,
+}
+
+impl Lifecycle {
+    /// The lower-case word used in JSON and in the panel.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Starting => "starting",
+            Lifecycle::Running => "running",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state a backend reports through gRPC `Status` (LocalAI's numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// 0: no model loaded yet.
+    Uninitialized,
+    /// 1: working on a request.
+    Busy,
+    /// 2: model loaded and idle.
+    Ready,
+    /// -1: the backend says it is broken.
+    Error,
+}
+
+impl BackendState {
+    /// LocalAI's integer code: 0 uninitialized, 1 busy, 2 ready, -1 error.
+    pub fn code(self) -> i32 {
+        match self {
+            BackendState::Uninitialized => 0,
+            BackendState::Busy => 1,
+            BackendState::Ready => 2,
+            BackendState::Error => -1,
+        }
+    }
+
+    /// Maps LocalAI's integer code back; unknown codes read as `Error`.
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            0 => BackendState::Uninitialized,
+            1 => BackendState::Busy,
+            2 => BackendState::Ready,
+            _ => BackendState::Error,
+        }
+    }
+
+    /// The word shown on the panel's badge.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendState::Uninitialized => "Uninitialized",
+            BackendState::Busy => "Busy",
+            BackendState::Ready => "Ready",
+            BackendState::Error => "Error",
+        }
+    }
+}
+
+/// Memory reported by the backend itself, in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryUsage {
+    /// Total bytes in use.
+    pub total: u64,
+    /// Bytes per component (`weights`, `kv_cache`, ...).
+    pub breakdown: BTreeMap<String, u64>,
+}
+
+/// A successful answer to gRPC `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// The reported state.
+    pub state: BackendState,
+    /// The reported memory, when the backend gave any.
+    pub memory: Option<MemoryUsage>,
+}
+
+/// Why the backend could not answer `Status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFailureKind {
+    /// The backend does not implement `Status` (answered UNIMPLEMENTED).
+    Unimplemented,
+    /// No answer within the deadline.
+    TimedOut,
+    /// No connection could be made.
+    Unreachable,
+    /// Any other gRPC error.
+    Error,
+}
+
+impl StatusFailureKind {
+    /// A short phrase for the panel ("timed out").
+    pub fn phrase(self) -> &'static str {
+        match self {
+            StatusFailureKind::Unimplemented => "Status unimplemented",
+            StatusFailureKind::TimedOut => "Status timed out",
+            StatusFailureKind::Unreachable => "unreachable",
+            StatusFailureKind::Error => "Status failed",
+        }
+    }
+}
+
+/// A failed `Status` call: its kind and the error text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusFailure {
+    /// The kind of failure.
+    pub kind: StatusFailureKind,
+    /// What the gRPC layer said.
+    pub message: String,
+}
+
+/// Memory of a process as the OS reports it (Linux `/proc/<pid>/status`), in bytes.
+///
+/// Field names follow LocalAI's fallback (gopsutil's `MemoryInfoStat`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    /// Resident set size (VmRSS).
+    pub rss: u64,
+    /// Virtual memory size (VmSize).
+    pub vms: u64,
+    /// Peak resident set size (VmHWM).
+    pub hwm: u64,
+    /// Data segment size (VmData).
+    pub data: u64,
+    /// Stack size (VmStk).
+    pub stack: u64,
+    /// Locked memory (VmLck).
+    pub locked: u64,
+    /// Swapped-out memory (VmSwap).
+    pub swap: u64,
+}
+
+/// Process metrics used when the backend cannot answer `Status` (LocalAI's fallback shape).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMetrics {
+    /// Memory counters.
+    pub memory_info: MemoryInfo,
+    /// RSS as a percentage of the machine's physical memory.
+    pub memory_percent: f32,
+    /// CPU use over the last sampling window, in percent of one core.
+    pub cpu_percent: f64,
+}
+
+/// One look at a backend: what `Status` said (or why it failed) and the OS's view of its process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The answer to `Status`, when there was one.
+    pub status: Option<BackendStatus>,
+    /// Why `Status` gave no answer, when it did not.
+    pub status_error: Option<StatusFailure>,
+    /// Process metrics, when a process id is known.
+    pub process: Option<ProcessMetrics>,
+}
+
+impl Observation {
+    /// Memory in use: what the backend reported, else the process RSS.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.memory.as_ref().map(|m| m.total))
+            .or_else(|| self.process.as_ref().map(|p| p.memory_info.rss))
+    }
+}
+
+/// How backend-monitor reaches a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Started and supervised by backend-monitor.
+    Managed,
+    /// Running elsewhere, reached by address.
+    External,
+}
+
+/// Everything the panel shows about one configured model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendSummary {
+    /// The model name (unique).
+    pub name: String,
+    /// Managed or external.
+    pub kind: BackendKind,
+    /// The backend's label (e.g. `llama-cpp`, `demo-backend`).
+    pub backend: String,
+    /// Where it is in its life.
+    pub lifecycle: Lifecycle,
+    /// Process id, when known.
+    pub pid: Option<u32>,
+    /// gRPC address (`host:port`), when known.
+    pub address: Option<String>,
+    /// Seconds since it started (or was attached), while it runs.
+    pub uptime_secs: Option<u64>,
+    /// The last error (failed start, unexpected exit, failed shutdown).
+    pub last_error: Option<String>,
+    /// The latest observation while it runs.
+    pub observation: Option<Observation>,
+    /// The last lines the backend wrote to stderr.
+    pub stderr_tail: Vec<String>,
+}
+
+impl BackendSummary {
+    /// Memory in use according to the latest observation.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.observation.as_ref().and_then(Observation::memory_bytes)
+    }
+}
+
+/// The whole panel at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PanelSnapshot {
+    /// When the snapshot was taken (RFC 3339, UTC).
+    pub generated_at: String,
+    /// One entry per configured model, in configuration order.
+    pub backends: Vec<BackendSummary>,
+}
+
+impl PanelSnapshot {
+    /// How many backends are running.
+    pub fn running(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.lifecycle == Lifecycle::Running)
+            .count()
+    }
+
+    /// Memory in use by running backends, in bytes.
+    pub fn memory_in_use(&self) -> u64 {
+        self.backends
+            .iter()
+            .filter(|b| b.lifecycle == Lifecycle::Running)
+            .filter_map(BackendSummary::memory_bytes)
+            .sum()
+    }
+}
+
+/// One point of a backend's recent history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Memory in use (backend-reported total, else RSS).
+    pub memory_bytes: Option<u64>,
+    /// CPU use of the process, in percent of one core.
+    pub cpu_percent: Option<f64>,
+}
+
+/// Which stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line a managed backend wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Stdout or stderr.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// The per-model page: the summary, its recent history and log lines.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelDetail {
+    /// Same as in the list.
+    pub summary: BackendSummary,
+    /// Oldest first.
+    pub history: Vec<HistoryPoint>,
+    /// Oldest first.
+    pub logs: Vec<LogLine>,
+}

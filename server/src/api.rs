@@ -1,0 +1,291 @@
+//! The JSON API: LocalAI's `/backend/monitor` and `/backend/shutdown` (with `/v1` aliases), and
+//! what we add (`/backend/load`, `/system`, `/version`, `/api/backends`).
+
+use crate::error::ApiError;
+use crate::registry::{Reading, Registry, RegistryError, StartOutcome};
+use crate::startup::AppState;
+use app::directory::BackendDirectory;
+use app::snapshot::{MemoryUsage, ModelDetail, PanelSnapshot, ProcessMetrics};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The API's routes; merged into the app router in `startup.rs`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/backend/monitor", get(monitor))
+        .route("/v1/backend/monitor", get(monitor))
+        .route("/backend/shutdown", post(shutdown))
+        .route("/v1/backend/shutdown", post(shutdown))
+        .route("/backend/load", post(load))
+        .route("/v1/backend/load", post(load))
+        .route("/system", get(system))
+        .route("/version", get(version))
+        .route("/api/backends", get(backends))
+        .route("/api/backends/{name}", get(backend_detail))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+/// A request naming a model: `?model=` in the query, else a JSON or form-encoded body.
+#[derive(Debug, Default, PartialEq)]
+pub struct ModelRequest {
+    /// The model name (non-empty).
+    pub model: String,
+    /// Shut down even if the backend is busy.
+    pub force: bool,
+    /// Panel path to send a browser back to after a form post (no-JavaScript use).
+    pub return_to: Option<String>,
+}
+
+/// Fields as found, before validation.
+#[derive(Default)]
+struct RawFields {
+    model: Option<String>,
+    force: Option<bool>,
+    return_to: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for ModelRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let query = req.uri().query().map(str::to_owned);
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("invalid").to_owned());
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!("request body too large: {e}"))
+            } else {
+                ApiError::BadRequest(format!("cannot read request body: {e}"))
+            }
+        })?;
+        let from_query = match &query {
+            Some(q) => parse_pairs(q.as_bytes(), "query string")?,
+            None => RawFields::default(),
+        };
+        let fields = if from_query.model.is_some() {
+            from_query
+        } else if body.iter().all(u8::is_ascii_whitespace) {
+            RawFields::default()
+        } else {
+            parse_body(content_type.as_deref(), &body)?
+        };
+        let model = match fields.model {
+            None => {
+                return Err(ApiError::BadRequest(
+                    "missing `model`: send {\"model\": \"NAME\"} as JSON, model=NAME as a form, or ?model=NAME".into(),
+                ));
+            }
+            Some(m) if m.trim().is_empty() => {
+                return Err(ApiError::BadRequest("`model` must not be empty".into()));
+            }
+            Some(m) => m,
+        };
+        if let Some(path) = &fields.return_to {
+            if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
+                return Err(ApiError::BadRequest(
+                    "`return_to` must be a path on this server, like /".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            model,
+            force: fields.force.unwrap_or(false),
+            return_to: fields.return_to,
+        })
+    }
+}
+
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<RawFields, ApiError> {
+    let essence = content_type
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if essence == "application/json" || essence.ends_with("+json") {
+        parse_json(body)
+    } else if essence == "application/x-www-form-urlencoded" {
+        parse_pairs(body, "form body")
+    } else if essence.is_empty() {
+        Err(ApiError::BadRequest(
+            "missing Content-Type: send application/json or application/x-www-form-urlencoded".into(),
+        ))
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "unsupported Content-Type {essence:?}: send application/json or application/x-www-form-urlencoded"
+        )))
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<RawFields, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(ApiError::BadRequest(
+            "JSON body must be an object like {\"model\": \"NAME\"}".into(),
+        ));
+    };
+    let model = match object.get("model") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`model` must be a string, got {}",
+                json_type(other)
+            )));
+        }
+    };
+    let force = match object.get("force") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`force` must be a boolean, got {}",
+                json_type(other)
+            )));
+        }
+    };
+    let return_to = match object.get("return_to") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Ok(RawFields {
+        model,
+        force,
+        return_to,
+    })
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_pairs(input: &[u8], what: &str) -> Result<RawFields, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(input)
+        .map_err(|e| ApiError::BadRequest(format!("malformed {what}: {e}")))?;
+    let mut fields = RawFields::default();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "model" => fields.model = Some(value),
+            "force" => {
+                fields.force = Some(match value.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "on" | "yes" => true,
+                    "" | "0" | "false" | "off" | "no" => false,
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "`force` must be true or false, got {value:?}"
+                        )));
+                    }
+                });
+            }
+            "return_to" => fields.return_to = Some(value),
+            _ => {}
+        }
+    }
+    Ok(fields)
+}
+
+/// LocalAI's monitor answer: the backend's own status, or OS metrics when it gave none.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MonitorResponse {
+    Status {
+        state: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        memory: Option<MemoryUsage>,
+    },
+    Process(ProcessMetrics),
+}
+
+impl From<Reading> for MonitorResponse {
+    fn from(reading: Reading) -> Self {
+        match reading {
+            Reading::Backend(status) => MonitorResponse::Status {
+                state: status.state.code(),
+                memory: status.memory,
+            },
+            Reading::Process(process) => MonitorResponse::Process(process),
+        }
+    }
+}
+
+async fn monitor(
+    State(registry): State<Arc<Registry>>,
+    request: ModelRequest,
+) -> Result<Json<MonitorResponse>, ApiError> {
+    let reading = registry.monitor(&request.model).await?;
+    Ok(Json(reading.into()))
+}
+
+async fn shutdown(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
+    let result = registry
+        .shutdown(&request.model, request.force)
+        .await
+        .map(|()| "model stopped");
+    respond(request, result)
+}
+
+async fn load(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
+    let result = registry.start(&request.model).await.map(|outcome| match outcome {
+        StartOutcome::Started => "model started",
+        StartOutcome::AlreadyRunning => "model already running",
+    });
+    respond(request, result)
+}
+
+/// JSON for API clients; a 303 back to the panel for its no-JavaScript forms.
+fn respond(request: ModelRequest, result: Result<&'static str, RegistryError>) -> Response {
+    match (request.return_to, result) {
+        (None, Ok(message)) => Json(json!({ "message": message })).into_response(),
+        (None, Err(e)) => ApiError::from(e).into_response(),
+        (Some(path), result) => {
+            let (key, text) = match result {
+                Ok(message) => ("notice", format!("{}: {message}", request.model)),
+                Err(e) => ("error", e.to_string()),
+            };
+            let path = path.split('?').next().unwrap_or("/");
+            let query = serde_urlencoded::to_string([(key, text)]).unwrap_or_default();
+            Redirect::to(&format!("{path}?{query}")).into_response()
+        }
+    }
+}
+
+async fn system(State(registry): State<Arc<Registry>>) -> Json<Value> {
+    let loaded: Vec<Value> = registry
+        .loaded()
+        .into_iter()
+        .map(|(id, backend)| json!({ "id": id, "backend": backend }))
+        .collect();
+    Json(json!({ "backends": registry.backend_labels(), "loaded_models": loaded }))
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn backends(State(registry): State<Arc<Registry>>) -> Json<PanelSnapshot> {
+    Json(registry.snapshot())
+}
+
+async fn backend_detail(
+    State(registry): State<Arc<Registry>>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelDetail>, ApiError> {
+    registry
+        .detail(&name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("model {name:?} is not configured")))
+}

@@ -1,0 +1,201 @@
+//! `demo-backend`: a small but honest implementation of LocalAI's `Backend` gRPC contract, used by
+//! the embedded default configuration and by the tests.
+//!
+//! `LoadModel` really allocates and touches the memory it is asked for (options
+//! `weights_mib:N` and `kv_cache_mib:N`), `Status` reports its own resident memory with that
+//! breakdown, and `Free` releases it. `--status-unimplemented` makes `Status` and `Free` answer
+//! UNIMPLEMENTED, like many real backends, to exercise the OS fallback.
+
+use clap::Parser;
+use proto::backend_server::{Backend, BackendServer};
+use proto::{HealthMessage, MemoryUsageData, ModelOptions, Reply, State, StatusResponse};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use tonic::{Request, Response, Status};
+
+/// Memory page size used to touch allocations so they become resident.
+const PAGE: usize = 4096;
+const MIB: usize = 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(name = "demo-backend", about = "A demo backend speaking LocalAI's Backend gRPC protocol")]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Answer UNIMPLEMENTED to Status and Free.
+    #[arg(long)]
+    status_unimplemented: bool,
+    /// Keep running on SIGTERM (to test the SIGKILL after the grace period).
+    #[arg(long)]
+    ignore_sigterm: bool,
+}
+
+/// A loaded "model": buffers that really occupy memory.
+struct Loaded {
+    name: String,
+    weights: Vec<u8>,
+    kv_cache: Vec<u8>,
+}
+
+struct Demo {
+    status_unimplemented: bool,
+    loaded: Arc<Mutex<Option<Loaded>>>,
+}
+
+/// Allocates `mib` MiB and writes to every page so the memory is resident.
+fn resident_buffer(mib: usize) -> Vec<u8> {
+    let mut buffer = vec![0u8; mib * MIB];
+    for i in (0..buffer.len()).step_by(PAGE) {
+        buffer[i] = 1;
+    }
+    std::hint::black_box(buffer)
+}
+
+fn parse_options(options: &[String]) -> Result<HashMap<String, usize>, String> {
+    let mut sizes = HashMap::new();
+    for option in options {
+        let Some((key, value)) = option.split_once(':') else {
+            continue;
+        };
+        if matches!(key, "weights_mib" | "kv_cache_mib") {
+            let mib = value
+                .parse::<usize>()
+                .map_err(|_| format!("option {key} needs a number of MiB, got {value:?}"))?;
+            if mib > 64 * 1024 {
+                return Err(format!("option {key}: {mib} MiB is more than this demo allows"));
+            }
+            sizes.insert(key.to_string(), mib);
+        }
+    }
+    Ok(sizes)
+}
+
+fn result(success: bool, message: impl Into<String>) -> Response<proto::Result> {
+    Response::new(proto::Result {
+        message: message.into(),
+        success,
+    })
+}
+
+#[tonic::async_trait]
+impl Backend for Demo {
+    async fn health(&self, _: Request<HealthMessage>) -> Result<Response<Reply>, Status> {
+        Ok(Response::new(Reply {
+            message: b"OK".to_vec(),
+            ..Default::default()
+        }))
+    }
+
+    async fn load_model(
+        &self,
+        request: Request<ModelOptions>,
+    ) -> Result<Response<proto::Result>, Status> {
+        let options = request.into_inner();
+        let sizes = match parse_options(&options.options) {
+            Ok(sizes) => sizes,
+            Err(message) => {
+                eprintln!("LoadModel({}) rejected: {message}", options.model);
+                return Ok(result(false, message));
+            }
+        };
+        let weights_mib = sizes.get("weights_mib").copied().unwrap_or(64);
+        let kv_cache_mib = sizes.get("kv_cache_mib").copied().unwrap_or(0);
+        let loaded = tokio::task::spawn_blocking(move || Loaded {
+            name: options.model,
+            weights: resident_buffer(weights_mib),
+            kv_cache: resident_buffer(kv_cache_mib),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("allocation failed: {e}")))?;
+        println!(
+            "loaded {} ({weights_mib} MiB weights, {kv_cache_mib} MiB KV cache)",
+            loaded.name
+        );
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = Some(loaded);
+        Ok(result(true, "loaded"))
+    }
+
+    async fn status(&self, _: Request<HealthMessage>) -> Result<Response<StatusResponse>, Status> {
+        if self.status_unimplemented {
+            return Err(Status::unimplemented("Status is not implemented by this backend"));
+        }
+        let rss = server::process::read_memory_info(std::process::id())
+            .map(|m| m.rss)
+            .unwrap_or(0);
+        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let (state, weights, kv_cache) = match loaded.as_ref() {
+            Some(l) => (State::Ready, l.weights.len() as u64, l.kv_cache.len() as u64),
+            None => (State::Uninitialized, 0, 0),
+        };
+        let total = rss.max(weights + kv_cache);
+        let mut breakdown = HashMap::from([
+            ("weights".to_string(), weights),
+            ("kv_cache".to_string(), kv_cache),
+        ]);
+        breakdown.insert("runtime".to_string(), total - weights - kv_cache);
+        Ok(Response::new(StatusResponse {
+            state: state.into(),
+            memory: Some(MemoryUsageData { total, breakdown }),
+        }))
+    }
+
+    async fn free(&self, _: Request<HealthMessage>) -> Result<Response<proto::Result>, Status> {
+        if self.status_unimplemented {
+            return Err(Status::unimplemented("Free is not implemented by this backend"));
+        }
+        let freed = self
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match freed {
+            Some(l) => {
+                println!("freed {}", l.name);
+                Ok(result(true, "freed"))
+            }
+            None => Ok(result(true, "nothing loaded")),
+        }
+    }
+}
+
+async fn terminated(ignore_sigterm: bool) {
+    let Ok(mut sigterm) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        if !ignore_sigterm {
+            eprintln!("demo-backend: terminating");
+            return;
+        }
+        eprintln!("demo-backend: ignoring termination signal");
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let demo = Demo {
+        status_unimplemented: args.status_unimplemented,
+        loaded: Arc::new(Mutex::new(None)),
+    };
+    eprintln!("demo-backend listening on {}", args.addr);
+    let served = tonic::transport::Server::builder()
+        .add_service(BackendServer::new(demo))
+        .serve_with_shutdown(args.addr, terminated(args.ignore_sigterm))
+        .await;
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo-backend: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

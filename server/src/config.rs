@@ -1,0 +1,525 @@
+//! Configuration: command-line flags and environment, an optional TOML file, and the embedded
+//! default used when no file is given.
+//!
+//! Precedence: flag or environment variable, then the file's `[settings]`, then the defaults
+//! documented on [`Settings`].
+
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Command-line interface of `backend-monitor`.
+#[derive(Debug, Parser)]
+#[command(name = "backend-monitor", version, about = "Watch and control local AI model backends")]
+pub struct Cli {
+    /// TOML file listing the models to watch. Without it, two demo backends are started.
+    #[arg(long, short, env = "BACKEND_MONITOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "BACKEND_MONITOR_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Deadline for a backend's `Status` answer, e.g. `2s` [default: 2s].
+    #[arg(long, env = "BACKEND_MONITOR_STATUS_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub status_timeout: Option<Duration>,
+    /// How long a shutdown waits for a busy backend before failing, e.g. `30s` [default: 30s].
+    #[arg(long, env = "BACKEND_MONITOR_BUSY_WAIT", value_parser = humantime::parse_duration)]
+    pub busy_wait: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when stopping a managed backend [default: 15s].
+    #[arg(long, env = "BACKEND_MONITOR_STOP_GRACE", value_parser = humantime::parse_duration)]
+    pub stop_grace: Option<Duration>,
+    /// Folder holding the panel's compiled assets (`pkg/`) [default: next to the binary, else target/site].
+    #[arg(long, env = "LEPTOS_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
+}
+
+/// Server-wide settings; every field has a default.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Deadline for `Status`. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub status_timeout: Duration,
+    /// Deadline for `Free` during shutdown. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub free_timeout: Duration,
+    /// How long a shutdown waits while the backend reports BUSY. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub busy_wait: Duration,
+    /// Time between SIGTERM and SIGKILL. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+    /// Deadline for `LoadModel`. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub load_timeout: Duration,
+    /// Health checks before a starting backend is declared failed. Default 20.
+    pub health_attempts: u32,
+    /// Time between health checks. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// How often running backends are observed for the panel and history. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            status_timeout: Duration::from_secs(2),
+            free_timeout: Duration::from_secs(5),
+            busy_wait: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(15),
+            load_timeout: Duration::from_secs(300),
+            health_attempts: 20,
+            health_interval: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One `[[models]]` entry as written in the file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelEntry {
+    name: String,
+    backend: Option<String>,
+    command: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    workdir: Option<PathBuf>,
+    model: Option<String>,
+    context_size: Option<i32>,
+    threads: Option<i32>,
+    gpu_layers: Option<i32>,
+    options: Option<Vec<String>>,
+    address: Option<String>,
+    pid: Option<u32>,
+}
+
+/// The file's top level.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    settings: Settings,
+    #[serde(default)]
+    models: Vec<ModelEntry>,
+}
+
+/// What `LoadModel` is called with once a managed backend is healthy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadSpec {
+    /// Model file or path (sent as `Model`, `ModelFile` and `ModelPath`).
+    pub model: String,
+    /// `ContextSize`.
+    pub context_size: Option<i32>,
+    /// `Threads`.
+    pub threads: Option<i32>,
+    /// `NGPULayers`.
+    pub gpu_layers: Option<i32>,
+    /// `Options` (`key:value` strings).
+    pub options: Vec<String>,
+}
+
+/// A backend that backend-monitor starts and supervises.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManagedSpec {
+    /// Program and arguments; `--addr 127.0.0.1:<port>` is appended.
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<PathBuf>,
+    /// What to load once healthy, if anything.
+    pub load: Option<LoadSpec>,
+}
+
+/// How a model's backend is reached.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendSource {
+    /// Started by backend-monitor.
+    Managed(ManagedSpec),
+    /// Already running at `address`; `pid` is sampled when `Status` fails.
+    External {
+        /// `host:port` of its gRPC server.
+        address: String,
+        /// Local process id, if known.
+        pid: Option<u32>,
+    },
+}
+
+/// One validated model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// Unique name.
+    pub name: String,
+    /// Label shown as its backend (`llama-cpp`...).
+    pub backend: String,
+    /// How it is reached.
+    pub source: BackendSource,
+}
+
+/// The complete, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Server-wide settings.
+    pub settings: Settings,
+    /// Models in file order.
+    pub models: Vec<ModelSpec>,
+    /// Folder with the panel's compiled assets.
+    pub site_root: PathBuf,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A `[[models]]` entry is inconsistent.
+    #[error("invalid config file {path}: models[{index}] ({name}): {problem}")]
+    Model {
+        /// The file.
+        path: PathBuf,
+        /// Position of the entry, from 0.
+        index: usize,
+        /// Its name, or `<unnamed>`.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The demo backend of the embedded default could not be found.
+    #[error(
+        "no --config given and the demo backend was not found ({0}); build it with `cargo build --release -p server --bin demo-backend` or pass --config"
+    )]
+    DemoBackendMissing(String),
+}
+
+impl Config {
+    /// Builds the configuration from the command line (reading the file it names, if any).
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let (mut settings, models) = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse(&text, path)?
+            }
+            None => (Settings::default(), embedded_default()?),
+        };
+        if let Some(addr) = cli.addr {
+            settings.listen = addr;
+        }
+        if let Some(t) = cli.status_timeout {
+            settings.status_timeout = t;
+        }
+        if let Some(t) = cli.busy_wait {
+            settings.busy_wait = t;
+        }
+        if let Some(t) = cli.stop_grace {
+            settings.stop_grace = t;
+        }
+        Ok(Self {
+            settings,
+            models,
+            site_root: cli.site_root.clone().unwrap_or_else(default_site_root),
+        })
+    }
+}
+
+/// Parses and validates a TOML configuration; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<(Settings, Vec<ModelSpec>), ConfigError> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let mut seen = HashSet::new();
+    let mut models = Vec::with_capacity(file.models.len());
+    for (index, entry) in file.models.into_iter().enumerate() {
+        let name = if entry.name.is_empty() {
+            "<unnamed>".to_string()
+        } else {
+            entry.name.clone()
+        };
+        let fail = |problem: &str| ConfigError::Model {
+            path: path.to_path_buf(),
+            index,
+            name: name.clone(),
+            problem: problem.to_string(),
+        };
+        if entry.name.trim().is_empty() {
+            return Err(fail("`name` must not be empty"));
+        }
+        if !seen.insert(entry.name.clone()) {
+            return Err(fail("duplicate name: another entry already uses it"));
+        }
+        models.push(validate(entry).map_err(|p| fail(&p))?);
+    }
+    Ok((file.settings, models))
+}
+
+fn validate(entry: ModelEntry) -> Result<ModelSpec, String> {
+    let source = match (entry.command, entry.address) {
+        (Some(_), Some(_)) => {
+            return Err("set either `command` (managed) or `address` (external), not both".into());
+        }
+        (None, None) => {
+            return Err("set `command` (a backend to start) or `address` (a running backend)".into());
+        }
+        (Some(command), None) => {
+            if command.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err("`command` must start with a program".into());
+            }
+            if entry.pid.is_some() {
+                return Err("`pid` is only for external backends (with `address`)".into());
+            }
+            let load_keys = entry.context_size.is_some()
+                || entry.threads.is_some()
+                || entry.gpu_layers.is_some()
+                || entry.options.is_some();
+            let load = match entry.model {
+                Some(model) if model.trim().is_empty() => {
+                    return Err("`model` must not be empty".into());
+                }
+                Some(model) => Some(LoadSpec {
+                    model,
+                    context_size: entry.context_size,
+                    threads: entry.threads,
+                    gpu_layers: entry.gpu_layers,
+                    options: entry.options.unwrap_or_default(),
+                }),
+                None if load_keys => {
+                    return Err(
+                        "`context_size`, `threads`, `gpu_layers` and `options` need `model`".into(),
+                    );
+                }
+                None => None,
+            };
+            BackendSource::Managed(ManagedSpec {
+                command,
+                env: entry.env.unwrap_or_default(),
+                workdir: entry.workdir,
+                load,
+            })
+        }
+        (None, Some(address)) => {
+            let managed_only = [
+                ("env", entry.env.is_some()),
+                ("workdir", entry.workdir.is_some()),
+                ("model", entry.model.is_some()),
+                ("context_size", entry.context_size.is_some()),
+                ("threads", entry.threads.is_some()),
+                ("gpu_layers", entry.gpu_layers.is_some()),
+                ("options", entry.options.is_some()),
+            ];
+            if let Some((key, _)) = managed_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "`{key}` is only for managed backends (with `command`)"
+                ));
+            }
+            validate_address(&address)?;
+            BackendSource::External {
+                address,
+                pid: entry.pid,
+            }
+        }
+    };
+    let backend = entry.backend.unwrap_or_else(|| match &source {
+        BackendSource::Managed(m) => m
+            .command
+            .first()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        BackendSource::External { .. } => "grpc".to_string(),
+    });
+    Ok(ModelSpec {
+        name: entry.name,
+        backend,
+        source,
+    })
+}
+
+/// Accepts `host:port` (IPv6 in brackets), as LocalAI writes backend addresses.
+fn validate_address(address: &str) -> Result<(), String> {
+    if address.contains("://") {
+        return Err(format!(
+            "bad address {address:?}: write host:port without a scheme"
+        ));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("bad address {address:?}: expected host:port"));
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if !host_ok {
+        return Err(format!("bad address {address:?}: invalid host {host:?}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("bad address {address:?}: invalid port {port:?}")),
+    }
+}
+
+/// Two demo backends: one answering `Status`, one answering UNIMPLEMENTED to show the fallback.
+fn embedded_default() -> Result<Vec<ModelSpec>, ConfigError> {
+    let program = demo_backend_path()?;
+    let demo = |name: &str, extra: &[&str], load: Option<LoadSpec>| ModelSpec {
+        name: name.to_string(),
+        backend: "demo-backend".to_string(),
+        source: BackendSource::Managed(ManagedSpec {
+            command: std::iter::once(program.clone())
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect(),
+            env: BTreeMap::new(),
+            workdir: None,
+            load,
+        }),
+    };
+    Ok(vec![
+        demo(
+            "demo-chat",
+            &[],
+            Some(LoadSpec {
+                model: "demo-chat.gguf".into(),
+                context_size: Some(4096),
+                options: vec!["weights_mib:96".into(), "kv_cache_mib:32".into()],
+                ..LoadSpec::default()
+            }),
+        ),
+        demo(
+            "demo-legacy",
+            &["--status-unimplemented"],
+            Some(LoadSpec {
+                model: "demo-legacy.bin".into(),
+                options: vec!["weights_mib:48".into()],
+                ..LoadSpec::default()
+            }),
+        ),
+    ])
+}
+
+/// `demo-backend` next to this executable, else `$BACKEND_MONITOR_DEMO_BACKEND`.
+fn demo_backend_path() -> Result<String, ConfigError> {
+    if let Ok(path) = std::env::var("BACKEND_MONITOR_DEMO_BACKEND") {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().map_err(|e| ConfigError::DemoBackendMissing(e.to_string()))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    // Integration tests run from target/<profile>/deps; the binary sits one level up.
+    for candidate in [dir.join("demo-backend"), dir.join("../demo-backend")] {
+        if candidate.is_file() {
+            return Ok(candidate.to_string_lossy().into_owned());
+        }
+    }
+    Err(ConfigError::DemoBackendMissing(format!(
+        "looked in {}",
+        dir.display()
+    )))
+}
+
+/// `site/` beside the binary's folder when it exists (an installed layout), else `target/site`.
+fn default_site_root() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("../site")))
+        .filter(|p| p.join("pkg").is_dir())
+        .unwrap_or_else(|| PathBuf::from("target/site"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(text: &str) -> String {
+        parse(text, Path::new("x.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_managed_and_an_external_model_parse() {
+        let (settings, models) = parse(
+            r#"
+            [settings]
+            status_timeout = "500ms"
+            [[models]]
+            name = "a"
+            command = ["/bin/backend", "--flag"]
+            model = "m.gguf"
+            options = ["k:v"]
+            [[models]]
+            name = "b"
+            address = "127.0.0.1:5000"
+            pid = 42
+            "#,
+            Path::new("x.toml"),
+        )
+        .expect("valid");
+        assert_eq!(settings.status_timeout, Duration::from_millis(500));
+        assert_eq!(settings.busy_wait, Duration::from_secs(30));
+        assert_eq!(models[0].backend, "backend");
+        assert!(matches!(models[1].source, BackendSource::External { pid: Some(42), .. }));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let msg = problem("[[models]]\nname = \"a\"\naddress = \"h:1\"\ncolour = 1\n");
+        assert!(msg.contains("x.toml") && msg.contains("colour"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected_naming_the_entry() {
+        let msg = problem(
+            "[[models]]\nname = \"a\"\naddress = \"h:1\"\n[[models]]\nname = \"a\"\naddress = \"h:2\"\n",
+        );
+        assert!(msg.contains("models[1] (a)") && msg.contains("duplicate"), "{msg}");
+    }
+
+    #[test]
+    fn both_or_neither_of_command_and_address_are_rejected() {
+        assert!(
+            problem("[[models]]\nname = \"a\"\naddress = \"h:1\"\ncommand = [\"x\"]\n")
+                .contains("not both")
+        );
+        assert!(problem("[[models]]\nname = \"a\"\n").contains("`command`"));
+    }
+
+    #[test]
+    fn bad_addresses_are_rejected() {
+        for bad in ["nohost", "h:0", "h:99999", "http://h:1", ":1", "[zz]:1"] {
+            let msg = problem(&format!("[[models]]\nname = \"a\"\naddress = \"{bad}\"\n"));
+            assert!(msg.contains("bad address"), "{bad}: {msg}");
+        }
+        assert!(validate_address("[::1]:50051").is_ok());
+        assert!(validate_address("localhost:50051").is_ok());
+    }
+
+    #[test]
+    fn managed_only_keys_on_external_models_are_rejected() {
+        let msg = problem("[[models]]\nname = \"a\"\naddress = \"h:1\"\nmodel = \"m\"\n");
+        assert!(msg.contains("`model` is only for managed"), "{msg}");
+    }
+}

@@ -1,0 +1,66 @@
+//! The one place where errors become HTTP responses, in LocalAI's envelope:
+//! `{"error": {"code": <status>, "message": "...", "type": "..."}}`.
+
+use crate::registry::RegistryError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Every error the HTTP API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong (missing or invalid `model`, malformed body, wrong type).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than the server accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl ApiError {
+    /// The HTTP status and the envelope's `type` for this error.
+    fn classify(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
+            // LocalAI answers 500 for unknown and unloaded models; scripts rely on it.
+            ApiError::Registry(e) => match e {
+                RegistryError::UnknownModel(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_not_found"),
+                RegistryError::NotLoaded { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_not_loaded"),
+                RegistryError::Busy { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "backend_busy"),
+                RegistryError::Unobservable { .. } | RegistryError::StartFailed { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "backend_error")
+                }
+                RegistryError::Closing => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.classify();
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::error!(%status, "{message}");
+        } else {
+            tracing::debug!(%status, "{message}");
+        }
+        let body = json!({
+            "error": { "code": status.as_u16(), "message": message, "type": kind }
+        });
+        (status, Json(body)).into_response()
+    }
+}

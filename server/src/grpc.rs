@@ -1,0 +1,149 @@
+//! The gRPC client for one backend: every call has a deadline, and errors are sorted into the
+//! cases the rest of the server acts on (unimplemented, timed out, unreachable, failed).
+
+use crate::config::LoadSpec;
+use app::snapshot::{BackendState, BackendStatus, MemoryUsage, StatusFailure, StatusFailureKind};
+use proto::backend_client::BackendClient as RawClient;
+use std::future::Future;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+/// Why a gRPC call gave no usable answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The backend does not implement this RPC.
+    #[error("not implemented by the backend")]
+    Unimplemented,
+    /// No answer within the deadline.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// No connection could be made.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The backend answered with an error status.
+    #[error("{code:?}: {message}")]
+    Failed {
+        /// gRPC status code.
+        code: Code,
+        /// Its message.
+        message: String,
+    },
+    /// The backend answered `success: false`.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl CallError {
+    /// The failure as the panel and history see it.
+    pub fn to_status_failure(&self) -> StatusFailure {
+        let kind = match self {
+            CallError::Unimplemented => StatusFailureKind::Unimplemented,
+            CallError::TimedOut(_) => StatusFailureKind::TimedOut,
+            CallError::Unreachable(_) => StatusFailureKind::Unreachable,
+            CallError::Failed { .. } | CallError::Rejected(_) => StatusFailureKind::Error,
+        };
+        StatusFailure {
+            kind,
+            message: self.to_string(),
+        }
+    }
+}
+
+fn classify(status: tonic::Status) -> CallError {
+    match status.code() {
+        Code::Unimplemented => CallError::Unimplemented,
+        Code::DeadlineExceeded => CallError::TimedOut(Duration::ZERO),
+        Code::Unavailable => CallError::Unreachable(status.message().to_string()),
+        code => CallError::Failed {
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// A lazily connected client for the backend at one address; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BackendClient {
+    raw: RawClient<Channel>,
+}
+
+impl BackendClient {
+    /// Prepares a client for `host:port`; nothing is dialled until the first call.
+    pub fn new(address: &str) -> Result<Self, CallError> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| CallError::Unreachable(format!("bad address {address:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        Ok(Self {
+            raw: RawClient::new(endpoint.connect_lazy()),
+        })
+    }
+
+    /// `Health`: true when the backend answers exactly `OK`.
+    pub async fn health(&self, deadline: Duration) -> Result<bool, CallError> {
+        let mut raw = self.raw.clone();
+        let reply = call(deadline, raw.health(proto::HealthMessage {})).await?;
+        Ok(reply.message == b"OK")
+    }
+
+    /// `Status`: the backend's state and memory.
+    pub async fn status(&self, deadline: Duration) -> Result<BackendStatus, CallError> {
+        let mut raw = self.raw.clone();
+        let reply = call(deadline, raw.status(proto::HealthMessage {})).await?;
+        Ok(BackendStatus {
+            state: BackendState::from_code(reply.state),
+            memory: reply.memory.map(|m| MemoryUsage {
+                total: m.total,
+                breakdown: m.breakdown.into_iter().collect(),
+            }),
+        })
+    }
+
+    /// `LoadModel` with the configured options; `success: false` becomes [`CallError::Rejected`].
+    pub async fn load_model(&self, spec: &LoadSpec, deadline: Duration) -> Result<(), CallError> {
+        let mut raw = self.raw.clone();
+        let options = proto::ModelOptions {
+            model: spec.model.clone(),
+            model_file: spec.model.clone(),
+            model_path: spec.model.clone(),
+            context_size: spec.context_size.unwrap_or_default(),
+            threads: spec.threads.unwrap_or_default(),
+            ngpu_layers: spec.gpu_layers.unwrap_or_default(),
+            options: spec.options.clone(),
+            ..Default::default()
+        };
+        let result = call(deadline, raw.load_model(options)).await?;
+        if result.success {
+            Ok(())
+        } else {
+            Err(CallError::Rejected(result.message))
+        }
+    }
+
+    /// `Free`: asks the backend to release its memory.
+    pub async fn free(&self, deadline: Duration) -> Result<(), CallError> {
+        let mut raw = self.raw.clone();
+        let result = call(deadline, raw.free(proto::HealthMessage {})).await?;
+        if result.success {
+            Ok(())
+        } else {
+            Err(CallError::Rejected(result.message))
+        }
+    }
+}
+
+/// Runs one RPC under a deadline that also covers connecting.
+async fn call<T>(
+    deadline: Duration,
+    rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(deadline, rpc).await {
+        Err(_) => Err(CallError::TimedOut(deadline)),
+        Ok(Err(status)) => Err(match classify(status) {
+            CallError::TimedOut(_) => CallError::TimedOut(deadline),
+            other => other,
+        }),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+    }
+}

@@ -1,0 +1,157 @@
+//! Assembles the application (registry, JSON API, panel) and runs it until a shutdown signal,
+//! stopping every managed backend before returning.
+
+use crate::api;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::registry::Registry;
+use app::directory::SharedDirectory;
+use app::{App, shell};
+use axum::Router;
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::compression::CompressionLayer;
+
+/// How long in-flight requests may run after a shutdown signal before the server stops anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by every handler.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    /// Leptos' settings (site root, output name).
+    pub leptos_options: LeptosOptions,
+    /// The registry of backends.
+    pub registry: Arc<Registry>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    registry: Arc<Registry>,
+}
+
+impl Application {
+    /// Binds the listen address, builds the registry and starts the managed backends.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let addr = config.settings.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        let registry = Registry::new(config.models, config.settings);
+        registry.start_all();
+        let leptos_options = LeptosOptions::builder()
+            .output_name("backend-monitor")
+            .site_root(config.site_root.to_string_lossy().as_ref())
+            .site_pkg_dir("pkg")
+            .site_addr(local)
+            .build();
+        let state = AppState {
+            leptos_options,
+            registry: Arc::clone(&registry),
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+            registry,
+        })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The registry, for tests and embedding.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// Serves until `shutdown` completes, then stops every managed backend.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = signalled_tx.send(());
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let result = tokio::select! {
+            served = serve.into_future() => served,
+            () = async {
+                if signalled_rx.await.is_ok() {
+                    tokio::time::sleep(DRAIN_TIMEOUT).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+                Ok(())
+            }
+        };
+        self.registry.stop_all().await;
+        result
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let directory: SharedDirectory = state.registry.clone();
+    let options = state.leptos_options.clone();
+    Router::new()
+        .merge(api::routes())
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(directory.clone()),
+            move || shell(options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(CompressionLayer::new())
+        .with_state(state)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; stopping backends");
+}
