@@ -1,0 +1,133 @@
+//! The real `backend-monitor` binary: configuration errors, and no backend outliving it.
+
+mod helpers;
+
+use helpers::*;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
+/// True while `pid` runs (exists and is not a zombie waiting for init to reap it).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+async fn start_server(config: &tempfile::NamedTempFile) -> Server {
+    let port = server::supervisor::free_port().unwrap();
+    let child = Command::new(SERVER_BINARY)
+        .arg("--config")
+        .arg(config.path())
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Waits until both demo models run and returns their pids.
+async fn running_pids(server: &Server) -> Vec<u32> {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = http.get(format!("{}/api/backends", server.base)).send().await {
+            let body: Value = response.json().await.unwrap();
+            let backends = body["backends"].as_array().unwrap();
+            if backends.iter().all(|b| b["lifecycle"] == "running") {
+                return backends.iter().map(|b| b["pid"].as_u64().unwrap() as u32).collect();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "backends did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn two_demo_models() -> tempfile::NamedTempFile {
+    config_file(&format!(
+        "[settings]\nhealth_interval = \"100ms\"\n{}{}",
+        demo_model("a", &[], &["weights_mib:1"]),
+        demo_model("b", &["--status-unimplemented"], &["weights_mib:1"])
+    ))
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+async fn wait_not_running(pids: &[u32], limit: Duration) -> bool {
+    let start = Instant::now();
+    while pids.iter().any(|p| running(*p)) {
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_and_every_backend_it_started() {
+    let config = two_demo_models();
+    let mut server = start_server(&config).await;
+    let pids = running_pids(&server).await;
+    signal(&server.child, libc::SIGTERM);
+    let status = server.child.wait().expect("server exits");
+    assert!(status.success(), "{status}");
+    assert!(pids.iter().all(|p| !running(*p)), "backends left running: {pids:?}");
+}
+
+#[tokio::test]
+async fn backends_die_with_a_killed_server() {
+    let config = two_demo_models();
+    let mut server = start_server(&config).await;
+    let pids = running_pids(&server).await;
+    signal(&server.child, libc::SIGKILL);
+    let _ = server.child.wait();
+    assert!(
+        wait_not_running(&pids, Duration::from_secs(5)).await,
+        "backends outlived a SIGKILLed server: {pids:?}"
+    );
+}
+
+#[test]
+fn an_invalid_config_fails_at_start_up_naming_the_file_and_entry() {
+    let config = config_file(
+        "[[models]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[models]]\nname = \"a\"\ncommand = [\"x\"]\n",
+    );
+    let output = Command::new(SERVER_BINARY)
+        .arg("--config")
+        .arg(config.path())
+        .arg("--addr")
+        .arg("127.0.0.1:0")
+        .output()
+        .expect("server runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&config.path().display().to_string()), "{stderr}");
+    assert!(stderr.contains("models[1] (a)") && stderr.contains("duplicate"), "{stderr}");
+}

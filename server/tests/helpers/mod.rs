@@ -1,0 +1,306 @@
+//! Test helpers: a real backend-monitor on a loopback port, real tonic backends with scripted
+//! behaviour, and the real demo-backend binary.
+#![allow(dead_code)] // each test file uses a different part of the helpers
+
+use proto::backend_server::{Backend, BackendServer};
+use proto::{HealthMessage, MemoryUsageData, ModelOptions, Reply, State, StatusResponse};
+use server::config::{Config, parse};
+use server::registry::Registry;
+use server::startup::Application;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// The demo backend built by cargo for these tests.
+pub const DEMO_BACKEND: &str = env!("CARGO_BIN_EXE_demo-backend");
+/// The server binary built by cargo for these tests.
+pub const SERVER_BINARY: &str = env!("CARGO_BIN_EXE_backend-monitor");
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("debug").try_init();
+    }
+}
+
+/// A running backend-monitor and an HTTP client for it.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub registry: Arc<Registry>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Fast settings for tests, then the given TOML (which may override `[settings]`).
+pub async fn spawn_app(toml: &str) -> TestApp {
+    init_logs();
+    let text = if toml.contains("[settings]") {
+        toml.to_string()
+    } else {
+        format!(
+            "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_interval = \"100ms\"\nhealth_attempts = 50\nstop_grace = \"3s\"\nbusy_wait = \"1s\"\npoll_interval = \"200ms\"\n{toml}"
+        )
+    };
+    let (settings, models) = parse(&text, Path::new("test.toml")).expect("test config is valid");
+    let config = Config {
+        settings,
+        models,
+        site_root: "target/site".into(),
+    };
+    let app = Application::build(config).await.expect("app builds");
+    let port = app.port();
+    let registry = app.registry();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        registry,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET /backend/monitor` with a JSON body, as LocalAI documents it.
+    pub async fn monitor(&self, model: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/backend/monitor"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::json!({ "model": model }).to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /backend/shutdown` with a JSON body.
+    pub async fn shutdown(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/backend/shutdown"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST /backend/load`.
+    pub async fn load(&self, model: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/backend/load"))
+            .json(&serde_json::json!({ "model": model }))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The `/api/backends` entry of one model.
+    pub async fn backend(&self, model: &str) -> serde_json::Value {
+        let all: serde_json::Value = self
+            .http
+            .get(self.url("/api/backends"))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("json");
+        all["backends"]
+            .as_array()
+            .expect("backends array")
+            .iter()
+            .find(|b| b["name"] == model)
+            .cloned()
+            .expect("model listed")
+    }
+
+    /// Waits until the model's lifecycle is `want` (panics after `limit`).
+    pub async fn wait_for_lifecycle(&self, model: &str, want: &str, limit: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let backend = self.backend(model).await;
+            if backend["lifecycle"] == want {
+                return backend;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{model} did not become {want} within {limit:?}: {backend}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server the way a signal would, and waits until it has stopped its backends.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Asserts that `body` is LocalAI's error envelope with `code`.
+pub fn assert_error(status: reqwest::StatusCode, body: &serde_json::Value, code: u16) {
+    assert_eq!(status.as_u16(), code, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["error"]["type"].is_string(), "{body}");
+}
+
+/// True while a process with this pid exists (zombies included).
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until the process is gone (reaped), up to `limit`.
+pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while process_exists(pid) {
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// How a scripted test backend answers.
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    /// How long `Status` takes to answer.
+    pub status_latency: Duration,
+    /// The state `Status` reports.
+    pub state: State,
+    /// Answer UNIMPLEMENTED to `Status`.
+    pub status_unimplemented: bool,
+    /// Reported memory.
+    pub memory: Option<(u64, Vec<(&'static str, u64)>)>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            status_latency: Duration::ZERO,
+            state: State::Ready,
+            status_unimplemented: false,
+            memory: Some((3000, vec![("weights", 2000), ("kv_cache", 1000)])),
+        }
+    }
+}
+
+/// A real gRPC backend served on loopback by the test process.
+pub struct TestBackend {
+    pub address: String,
+    pub free_calls: Arc<AtomicUsize>,
+    pub status_calls: Arc<AtomicUsize>,
+    pub state: Arc<std::sync::Mutex<State>>,
+}
+
+struct Scripted {
+    behaviour: Behaviour,
+    free_calls: Arc<AtomicUsize>,
+    status_calls: Arc<AtomicUsize>,
+    state: Arc<std::sync::Mutex<State>>,
+}
+
+#[tonic::async_trait]
+impl Backend for Scripted {
+    async fn health(&self, _: Request<HealthMessage>) -> Result<Response<Reply>, Status> {
+        Ok(Response::new(Reply {
+            message: b"OK".to_vec(),
+            ..Default::default()
+        }))
+    }
+
+    async fn load_model(&self, _: Request<ModelOptions>) -> Result<Response<proto::Result>, Status> {
+        Ok(Response::new(proto::Result {
+            message: "ok".into(),
+            success: true,
+        }))
+    }
+
+    async fn status(&self, _: Request<HealthMessage>) -> Result<Response<StatusResponse>, Status> {
+        self.status_calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.behaviour.status_latency).await;
+        if self.behaviour.status_unimplemented {
+            return Err(Status::unimplemented("no Status here"));
+        }
+        let state = *self.state.lock().expect("state lock");
+        Ok(Response::new(StatusResponse {
+            state: state.into(),
+            memory: self.behaviour.memory.as_ref().map(|(total, parts)| MemoryUsageData {
+                total: *total,
+                breakdown: parts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect::<HashMap<_, _>>(),
+            }),
+        }))
+    }
+
+    async fn free(&self, _: Request<HealthMessage>) -> Result<Response<proto::Result>, Status> {
+        self.free_calls.fetch_add(1, Ordering::SeqCst);
+        // Slow enough that concurrent shutdowns overlap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(Response::new(proto::Result {
+            message: "freed".into(),
+            success: true,
+        }))
+    }
+}
+
+/// Serves a scripted backend on `127.0.0.1:0`.
+pub async fn spawn_backend(behaviour: Behaviour) -> TestBackend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = listener.local_addr().expect("local addr").to_string();
+    let free_calls = Arc::new(AtomicUsize::new(0));
+    let status_calls = Arc::new(AtomicUsize::new(0));
+    let state = Arc::new(std::sync::Mutex::new(behaviour.state));
+    let service = Scripted {
+        behaviour,
+        free_calls: free_calls.clone(),
+        status_calls: status_calls.clone(),
+        state: state.clone(),
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(BackendServer::new(service))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    TestBackend {
+        address,
+        free_calls,
+        status_calls,
+        state,
+    }
+}
+
+/// A `[[models]]` entry for the demo backend with extra arguments and options.
+pub fn demo_model(name: &str, args: &[&str], options: &[&str]) -> String {
+    let command: Vec<String> = std::iter::once(DEMO_BACKEND)
+        .chain(args.iter().copied())
+        .map(|s| format!("{s:?}"))
+        .collect();
+    let options: Vec<String> = options.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "[[models]]\nname = {name:?}\ncommand = [{}]\nmodel = \"demo.gguf\"\noptions = [{}]\n",
+        command.join(", "),
+        options.join(", ")
+    )
+}

@@ -1,0 +1,315 @@
+//! Managed backends: start-up, failures, shutdown (busy, force, SIGKILL), restart, concurrency.
+
+mod helpers;
+
+use helpers::*;
+use proto::State;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const START: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn shutdown_stops_and_reaps_a_managed_backend_and_load_starts_it_again() {
+    let app = spawn_app(&demo_model("chat", &[], &["weights_mib:8"])).await;
+    let running = app.wait_for_lifecycle("chat", "running", START).await;
+    let pid = running["pid"].as_u64().unwrap() as u32;
+    assert!(process_exists(pid));
+
+    let monitored: Value = app.monitor("chat").await.json().await.unwrap();
+    assert_eq!(monitored["state"], 2);
+    assert!(monitored["memory"]["breakdown"]["weights"].as_u64().unwrap() >= 8 * 1024 * 1024);
+
+    let response = app.shutdown(json!({"model": "chat"})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"message": "model stopped"}));
+    assert!(!process_exists(pid), "process is gone and reaped (no zombie) when shutdown returns");
+
+    let after = app.monitor("chat").await;
+    let status = after.status();
+    assert_error(status, &after.json().await.unwrap(), 500);
+    let entry = app.backend("chat").await;
+    assert_eq!(entry["lifecycle"], "stopped");
+    assert!(entry["pid"].is_null());
+
+    let again = app.shutdown(json!({"model": "chat"})).await;
+    let status = again.status();
+    assert_error(status, &again.json().await.unwrap(), 500);
+
+    let response = app.load("chat").await;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let entry = app.backend("chat").await;
+    assert_eq!(entry["lifecycle"], "running");
+    assert_ne!(entry["pid"].as_u64().unwrap() as u32, pid);
+    assert_eq!(app.monitor("chat").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_accepts_a_form_body_and_the_v1_alias() {
+    let app = spawn_app(&format!(
+        "{}{}",
+        demo_model("a", &["--status-unimplemented"], &["weights_mib:1"]),
+        demo_model("b", &[], &["weights_mib:1"])
+    ))
+    .await;
+    app.wait_for_lifecycle("a", "running", START).await;
+    app.wait_for_lifecycle("b", "running", START).await;
+
+    // Free answers UNIMPLEMENTED here; that is fine.
+    let response = app
+        .http
+        .post(app.url("/backend/shutdown"))
+        .form(&[("model", "a")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = app
+        .http
+        .post(app.url("/v1/backend/shutdown"))
+        .json(&json!({"model": "b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.backend("a").await["lifecycle"], "stopped");
+    assert_eq!(app.backend("b").await["lifecycle"], "stopped");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_form_post_with_return_to_redirects_back_to_the_panel() {
+    let app = spawn_app(&demo_model("chat", &[], &["weights_mib:1"])).await;
+    app.wait_for_lifecycle("chat", "running", START).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_redirects
+        .post(app.url("/backend/shutdown"))
+        .form(&[("model", "chat"), ("return_to", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/?notice="), "{location}");
+    assert_eq!(app.backend("chat").await["lifecycle"], "stopped");
+
+    let response = no_redirects
+        .post(app.url("/backend/shutdown"))
+        .form(&[("model", "chat"), ("return_to", "https://evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "only local paths are followed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_of_a_busy_backend_fails_after_the_wait_unless_forced() {
+    let backend = spawn_backend(Behaviour {
+        state: State::Busy,
+        ..Behaviour::default()
+    })
+    .await;
+    let app = spawn_app(&format!(
+        "[[models]]\nname = \"busy\"\naddress = {:?}\n",
+        backend.address
+    ))
+    .await;
+
+    let started = Instant::now();
+    let response = app.shutdown(json!({"model": "busy"})).await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 500);
+    assert_eq!(body["error"]["type"], "backend_busy");
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited the configured busy_wait");
+    assert_eq!(backend.free_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(app.backend("busy").await["lifecycle"], "running", "state is unchanged");
+
+    let response = app.shutdown(json!({"model": "busy", "force": true})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(backend.free_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(app.backend("busy").await["lifecycle"], "stopped");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_busy_backend_that_becomes_ready() {
+    let backend = spawn_backend(Behaviour {
+        state: State::Busy,
+        ..Behaviour::default()
+    })
+    .await;
+    let app = spawn_app(&format!(
+        "[settings]\nlisten = \"127.0.0.1:0\"\nbusy_wait = \"10s\"\n[[models]]\nname = \"busy\"\naddress = {:?}\n",
+        backend.address
+    ))
+    .await;
+    let state = backend.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        *state.lock().unwrap() = State::Ready;
+    });
+    let response = app.shutdown(json!({"model": "busy"})).await;
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_shutdowns_of_one_model_do_the_work_once() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&format!(
+        "[[models]]\nname = \"llm\"\naddress = {:?}\n",
+        backend.address
+    ))
+    .await;
+    let (a, b, c, m) = tokio::join!(
+        app.shutdown(json!({"model": "llm"})),
+        app.shutdown(json!({"model": "llm"})),
+        app.shutdown(json!({"model": "llm"})),
+        app.monitor("llm"),
+    );
+    assert_eq!(a.status(), 200);
+    assert_eq!(b.status(), 200);
+    assert_eq!(c.status(), 200);
+    assert!(m.status() == 200 || m.status() == 500, "{}", m.status());
+    assert_eq!(backend.free_calls.load(Ordering::SeqCst), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_during_a_shutdown_of_a_managed_backend_never_hangs_or_crashes() {
+    let app = spawn_app(&demo_model("chat", &[], &["weights_mib:1"])).await;
+    app.wait_for_lifecycle("chat", "running", START).await;
+    let monitors = async {
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            statuses.push(app.monitor("chat").await.status().as_u16());
+        }
+        statuses
+    };
+    let (shutdown, statuses) = tokio::join!(app.shutdown(json!({"model": "chat"})), monitors);
+    assert_eq!(shutdown.status(), 200);
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 500), "{statuses:?}");
+    assert_eq!(app.monitor("chat").await.status(), 500);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let app = spawn_app(&format!(
+        "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_interval = \"100ms\"\nstop_grace = \"500ms\"\n{}",
+        demo_model("stubborn", &["--ignore-sigterm"], &["weights_mib:1"])
+    ))
+    .await;
+    let running = app.wait_for_lifecycle("stubborn", "running", START).await;
+    let pid = running["pid"].as_u64().unwrap() as u32;
+    let started = Instant::now();
+    let response = app.shutdown(json!({"model": "stubborn"})).await;
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(500), "waited the grace period");
+    assert!(!process_exists(pid), "killed and reaped");
+    let logs: Value = app
+        .http
+        .get(app.url("/api/backends/stubborn"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = logs["logs"].to_string();
+    assert!(text.contains("ignoring termination signal"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_exits_at_start_up_fails_with_its_exit_code_and_stderr() {
+    let app = spawn_app(
+        "[[models]]\nname = \"broken\"\ncommand = [\"sh\", \"-c\", \"echo 'cannot open model file' >&2; exit 3\"]\n",
+    )
+    .await;
+    let entry = app.wait_for_lifecycle("broken", "failed", START).await;
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(error.contains("exit code 3"), "{error}");
+    assert!(error.contains("cannot open model file"), "{error}");
+    assert_eq!(entry["stderr_tail"], json!(["cannot open model file"]));
+
+    let response = app.monitor("broken").await;
+    let status = response.status();
+    assert_error(status, &response.json().await.unwrap(), 500);
+    let response = app.load("broken").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 500);
+    assert!(body["error"]["message"].as_str().unwrap().contains("exit code 3"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_never_becomes_healthy_is_stopped_and_marked_failed() {
+    let app = spawn_app(
+        "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_attempts = 3\nhealth_interval = \"100ms\"\nstop_grace = \"1s\"\n[[models]]\nname = \"silent\"\ncommand = [\"sleep\", \"30\"]\n",
+    )
+    .await;
+    let entry = app.wait_for_lifecycle("silent", "failed", START).await;
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(error.contains("Health") && error.contains("3 attempts"), "{error}");
+    assert!(entry["pid"].is_null());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_load_model_fails_the_start_with_the_backends_message() {
+    let app = spawn_app(&demo_model("bad", &[], &["weights_mib:lots"])).await;
+    let entry = app.wait_for_lifecycle("bad", "failed", START).await;
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(error.contains("LoadModel") && error.contains("weights_mib"), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_without_taking_the_server_down() {
+    let app = spawn_app(
+        "[[models]]\nname = \"typo\"\ncommand = [\"/nonexistent/backend\"]\n",
+    )
+    .await;
+    let entry = app.wait_for_lifecycle("typo", "failed", START).await;
+    assert!(entry["last_error"].as_str().unwrap().contains("/nonexistent/backend"));
+    assert_eq!(app.http.get(app.url("/version")).send().await.unwrap().status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_crashes_while_running_is_marked_failed() {
+    let app = spawn_app(&demo_model("chat", &[], &["weights_mib:1"])).await;
+    let running = app.wait_for_lifecycle("chat", "running", START).await;
+    let pid = running["pid"].as_u64().unwrap() as i32;
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let entry = app.wait_for_lifecycle("chat", "failed", Duration::from_secs(5)).await;
+    assert!(entry["last_error"].as_str().unwrap().contains("signal 9"), "{entry}");
+    assert!(!process_exists(pid as u32), "reaped");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_server_stops_every_managed_backend() {
+    let app = spawn_app(&format!(
+        "{}{}",
+        demo_model("a", &[], &["weights_mib:1"]),
+        demo_model("b", &["--status-unimplemented"], &["weights_mib:1"])
+    ))
+    .await;
+    let a = app.wait_for_lifecycle("a", "running", START).await["pid"].as_u64().unwrap() as u32;
+    let b = app.wait_for_lifecycle("b", "running", START).await["pid"].as_u64().unwrap() as u32;
+    app.stop().await;
+    assert!(!process_exists(a) && !process_exists(b));
+}

@@ -1,0 +1,225 @@
+//! `/backend/monitor`: the backend's own status, the OS fallback, deadlines and bad input.
+
+mod helpers;
+
+use helpers::*;
+use proto::State;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn external(name: &str, address: &str, pid: Option<u32>) -> String {
+    let pid = pid.map(|p| format!("pid = {p}\n")).unwrap_or_default();
+    format!("[[models]]\nname = {name:?}\naddress = {address:?}\n{pid}")
+}
+
+#[tokio::test]
+async fn monitor_returns_the_status_a_backend_reports() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+
+    let response = app.monitor("llm").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"state": 2, "memory": {"total": 3000, "breakdown": {"weights": 2000, "kv_cache": 1000}}})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_accepts_the_query_string_and_the_v1_alias() {
+    let backend = spawn_backend(Behaviour {
+        state: State::Busy,
+        memory: None,
+        ..Behaviour::default()
+    })
+    .await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+
+    for path in ["/backend/monitor?model=llm", "/v1/backend/monitor?model=llm"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"state": 1}), "memory is absent when not reported");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_ignores_unknown_json_fields() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+    let response = app
+        .http
+        .get(app.url("/backend/monitor"))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(r#"{"model": "llm", "verbose": true, "extra": [1, 2]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_falls_back_to_process_metrics_that_match_proc() {
+    let app = spawn_app(&demo_model("legacy", &["--status-unimplemented"], &["weights_mib:32"])).await;
+    let backend = app.wait_for_lifecycle("legacy", "running", Duration::from_secs(20)).await;
+    let pid = backend["pid"].as_u64().expect("managed backends have a pid") as u32;
+
+    let before = server::process::read_memory_info(pid).expect("process exists");
+    let response = app.monitor("legacy").await;
+    let after = server::process::read_memory_info(pid).expect("process exists");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("state").is_none(), "{body}");
+    let rss = body["memory_info"]["rss"].as_u64().unwrap();
+    let vms = body["memory_info"]["vms"].as_u64().unwrap();
+    assert!(rss >= before.rss.min(after.rss) && rss <= before.rss.max(after.rss), "{rss} vs {before:?}");
+    assert!(vms >= before.vms.min(after.vms) && vms <= before.vms.max(after.vms), "{vms} vs {before:?}");
+    assert!(rss >= 32 * 1024 * 1024, "the loaded 32 MiB are resident: {rss}");
+    for field in ["hwm", "data", "stack", "locked", "swap"] {
+        assert!(body["memory_info"][field].is_u64(), "{field}: {body}");
+    }
+    assert!(body["memory_info"]["hwm"].as_u64().unwrap() >= rss);
+    let percent = body["memory_percent"].as_f64().unwrap();
+    assert!(percent > 0.0 && percent < 100.0, "{percent}");
+    assert!(body["cpu_percent"].as_f64().unwrap() >= 0.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hung_backend_is_bounded_by_the_status_deadline() {
+    let backend = spawn_backend(Behaviour {
+        status_latency: Duration::from_secs(60),
+        ..Behaviour::default()
+    })
+    .await;
+    let own_pid = std::process::id();
+    let app = spawn_app(&format!(
+        "[settings]\nlisten = \"127.0.0.1:0\"\nstatus_timeout = \"300ms\"\n{}{}",
+        external("hung", &backend.address, None),
+        external("hung-with-pid", &backend.address, Some(own_pid)),
+    ))
+    .await;
+
+    let started = Instant::now();
+    let response = app.monitor("hung").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_error(status, &body, 500);
+
+    let response = app.monitor("hung-with-pid").await;
+    assert_eq!(response.status(), 200, "falls back when a pid is known");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["memory_info"]["rss"].as_u64().unwrap() > 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_without_a_pid_is_a_500() {
+    let port = server::supervisor::free_port().unwrap();
+    let app = spawn_app(&external("gone", &format!("127.0.0.1:{port}"), None)).await;
+    let response = app.monitor("gone").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 500);
+    assert!(body["error"]["message"].as_str().unwrap().contains("gone"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_returns_500_for_an_unknown_model() {
+    let app = spawn_app("").await;
+    let response = app.monitor("nope").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 500);
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_with_an_error_envelope() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+    let cases: Vec<(Option<&str>, &str)> = vec![
+        (Some("application/json"), ""),
+        (Some("application/json"), "{}"),
+        (Some("application/json"), r#"{"model": ""}"#),
+        (Some("application/json"), r#"{"model": "   "}"#),
+        (Some("application/json"), r#"{"model": 42}"#),
+        (Some("application/json"), r#"{"model": ["llm"]}"#),
+        (Some("application/json"), r#"{"model": "llm""#),
+        (Some("application/json"), r#""llm""#),
+        (Some("application/json"), r#"{"model": "llm", "force": "yes"}"#),
+        (Some("text/plain"), r#"{"model": "llm"}"#),
+        (None, r#"{"model": "llm"}"#),
+        (Some("application/x-www-form-urlencoded"), "force=1"),
+    ];
+    for (content_type, body) in cases {
+        let mut request = app.http.get(app.url("/backend/monitor")).body(body.to_string());
+        if let Some(ct) = content_type {
+            request = request.header("Content-Type", ct);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert_error(status, &json, 400);
+    }
+    let response = app.http.get(app.url("/backend/monitor?model=")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    // The server is still fine afterwards.
+    assert_eq!(app.monitor("llm").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_methods_get_405_with_an_error_envelope() {
+    let app = spawn_app("").await;
+    let response = app.http.post(app.url("/backend/monitor")).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 405);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn system_version_and_backends_describe_the_registry() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&format!(
+        "{}backend = \"llama-cpp\"\n",
+        external("llm", &backend.address, None)
+    ))
+    .await;
+    let system: Value = app.http.get(app.url("/system")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        system,
+        json!({"backends": ["llama-cpp"], "loaded_models": [{"id": "llm", "backend": "llama-cpp"}]})
+    );
+    let version: Value = app.http.get(app.url("/version")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+
+    // The background observer fills in the latest observation.
+    let start = Instant::now();
+    let entry = loop {
+        let entry = app.backend("llm").await;
+        if !entry["observation"].is_null() || start.elapsed() > Duration::from_secs(5) {
+            break entry;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["lifecycle"], "running");
+    assert_eq!(entry["kind"], "external");
+    assert_eq!(entry["address"], backend.address.as_str());
+    assert_eq!(entry["observation"]["status"]["memory"]["total"], 3000);
+
+    let detail = app.http.get(app.url("/api/backends/llm")).send().await.unwrap();
+    assert_eq!(detail.status(), 200);
+    let missing = app.http.get(app.url("/api/backends/nope")).send().await.unwrap();
+    let status = missing.status();
+    assert_error(status, &missing.json().await.unwrap(), 404);
+    app.stop().await;
+}
