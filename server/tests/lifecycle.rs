@@ -254,7 +254,7 @@ async fn a_backend_that_exits_at_start_up_fails_with_its_exit_code_and_stderr() 
 #[tokio::test]
 async fn a_backend_that_never_becomes_healthy_is_stopped_and_marked_failed() {
     let app = spawn_app(
-        "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_attempts = 3\nhealth_interval = \"100ms\"\nstop_grace = \"1s\"\n[[models]]\nname = \"silent\"\ncommand = [\"sleep\", \"30\"]\n",
+        "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_attempts = 3\nhealth_interval = \"100ms\"\nstop_grace = \"1s\"\n[[models]]\nname = \"silent\"\ncommand = [\"sh\", \"-c\", \"exec sleep 30\"]\n",
     )
     .await;
     let entry = app.wait_for_lifecycle("silent", "failed", START).await;
