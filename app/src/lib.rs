@@ -1,11 +1,19 @@
 //! The backend-monitor panel: server-rendered with Leptos and hydrated as WebAssembly.
+//!
+//! `snapshot` holds the types shared with the server; `panel` and `model_page` are the two pages
+//! with the server functions they call; `widgets` are the pieces both pages draw.
 
 pub mod directory;
+pub mod format;
+pub mod live;
+pub mod model_page;
+pub mod panel;
 pub mod snapshot;
+pub mod widgets;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::components::{Route, Router, Routes};
+use leptos_meta::{Link, Meta, MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
 /// The HTML document around the app, rendered on the server.
@@ -27,17 +35,30 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The root component: routes of the panel.
+/// The root component: header and the two routes.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
         <Stylesheet id="leptos" href="/pkg/backend-monitor.css" />
+        <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
+        <Meta name="color-scheme" content="light dark" />
         <Title text="backend-monitor" />
         <Router>
+            <header class="topbar">
+                <A href="/" attr:class="brand">
+                    <img src="/favicon.svg" alt="" width="22" height="22" />
+                    "backend-monitor"
+                </A>
+                <nav aria-label="API">
+                    <a href="/api/backends">"JSON"</a>
+                    <a href="/system">"System"</a>
+                </nav>
+            </header>
             <main>
-                <Routes fallback=|| "Page not found.".into_view()>
-                    <Route path=path!("") view=|| view! { <h1>"backend-monitor"</h1> } />
+                <Routes fallback=|| view! { <h1>"Page not found"</h1><p><a href="/">"Back to the panel"</a></p> }>
+                    <Route path=path!("") view=panel::PanelPage />
+                    <Route path=path!("/models/:name") view=model_page::ModelPage />
                 </Routes>
             </main>
         </Router>

@@ -1,0 +1,68 @@
+//! Human-readable numbers for the panel; pure functions, so server and browser render alike.
+
+/// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `96.0 MiB`, `3.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A duration in seconds as `45s`, `12m 05s`, `3h 07m`, `2d 04h`.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h:02}h")
+    } else if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A percentage with one decimal: `12.5 %`.
+pub fn percent(value: f64) -> String {
+    format!("{value:.1} %")
+}
+
+/// The UTC time of day of a Unix timestamp in milliseconds: `14:05:09`.
+pub fn time_of_day(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_use_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(96 * 1024 * 1024), "96.0 MiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn durations_show_the_two_largest_units() {
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(725), "12m 05s");
+        assert_eq!(duration(3 * 3600 + 7 * 60), "3h 07m");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d 04h");
+    }
+
+    #[test]
+    fn time_of_day_is_utc() {
+        assert_eq!(time_of_day(((14 * 3600 + 5 * 60 + 9) * 1000) as u64), "14:05:09");
+    }
+}

@@ -1,0 +1,161 @@
+//! The per-model page (`/models/<name>`): status, memory and CPU history, and recent log lines.
+
+use crate::format;
+use crate::live;
+use crate::snapshot::{HistoryPoint, LogStream, ModelDetail};
+use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::use_params_map;
+
+/// One model with its history and logs; `None` when no model has that name.
+#[server(prefix = "/_panel", endpoint = "model")]
+pub async fn get_model(name: String) -> Result<Option<ModelDetail>, ServerFnError> {
+    let directory = use_context::<crate::directory::SharedDirectory>()
+        .ok_or_else(|| ServerFnError::new("the backend directory is not available"))?;
+    Ok(directory.detail(&name))
+}
+
+/// The page for the model named in the URL.
+#[component]
+pub fn ModelPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.with(|p| p.get("name").unwrap_or_default());
+    let initial = Resource::new(name, get_model);
+    view! {
+        <p class="breadcrumb"><A href="/">"← All backends"</A></p>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match initial.await {
+                    Ok(Some(detail)) => view! { <ModelView initial=detail /> }.into_any(),
+                    Ok(None) => view! { <h1>"No such model"</h1><p>{format!("No model named {:?} is configured.", name())}</p> }.into_any(),
+                    Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load the model: {e}")}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ModelView(initial: ModelDetail) -> impl IntoView {
+    let name = initial.summary.name.clone();
+    let detail = RwSignal::new(initial);
+    let in_flight = StoredValue::new(false);
+    let refresh = {
+        let name = name.clone();
+        move || {
+            if in_flight.get_value() {
+                return;
+            }
+            in_flight.set_value(true);
+            let name = name.clone();
+            leptos::task::spawn_local(async move {
+                if let Ok(Some(fresh)) = get_model(name).await {
+                    detail.set(fresh);
+                }
+                in_flight.set_value(false);
+            });
+        }
+    };
+    live::every(live::REFRESH_PERIOD, refresh.clone());
+    let on_done = Callback::new(move |()| refresh());
+    let summary = Memo::new(move |_| detail.with(|d| d.summary.clone()));
+    let controls = Memo::new(move |_| summary.with(|s| (s.lifecycle, s.kind)));
+    let return_to = format!("/models/{name}");
+    let action_name = name.clone();
+    view! {
+        <header class="model-header">
+            <h1>{name.clone()}</h1>
+            <div class="badges">{move || summary.with(|s| view! { <Badges lifecycle=s.lifecycle observation=s.observation.clone() /> })}</div>
+            <div class="actions">
+                {move || {
+                    let (lifecycle, kind) = controls.get();
+                    view! { <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done /> }
+                }}
+            </div>
+        </header>
+        <section class="model-cards">
+            <article class="card">
+                <h2>"Memory"</h2>
+                {move || view! { <MemoryCell backend=summary.get() /> }}
+            </article>
+            <article class="card">
+                <h2>"Process"</h2>
+                {move || view! { <ProcessInfo backend=summary.get() /> }}
+            </article>
+        </section>
+        <section class="card">
+            <h2>"Last minutes"</h2>
+            {move || detail.with(|d| view! {
+                <div class="charts">
+                    <Chart title="Memory" points=d.history.clone() value=|p| p.memory_bytes.map(|b| b as f64) label=|v| format::bytes(v as u64) />
+                    <Chart title="CPU" points=d.history.clone() value=|p| p.cpu_percent label=format::percent />
+                </div>
+            })}
+        </section>
+        <section class="card">
+            <h2>"Recent log lines"</h2>
+            {move || detail.with(|d| {
+                if d.logs.is_empty() {
+                    view! { <p class="muted">"Nothing logged (external backends' output is not captured)."</p> }.into_any()
+                } else {
+                    let lines = d.logs.iter().map(|l| {
+                        let class = match l.stream { LogStream::Stdout => "stdout", LogStream::Stderr => "stderr" };
+                        view! { <span class=class><time>{format::time_of_day(l.at_unix_ms)}</time>" "{l.text.clone()}"\n"</span> }
+                    }).collect_view();
+                    view! { <pre class="logs" aria-label="Log lines">{lines}</pre> }.into_any()
+                }
+            })}
+        </section>
+    }
+}
+
+/// Width and height of the chart's drawing area, in SVG units.
+const CHART_W: f64 = 600.0;
+const CHART_H: f64 = 120.0;
+
+/// A line chart of one value over the kept history, scaled to its maximum.
+#[component]
+fn Chart(
+    title: &'static str,
+    points: Vec<HistoryPoint>,
+    value: fn(&HistoryPoint) -> Option<f64>,
+    label: fn(f64) -> String,
+) -> impl IntoView {
+    let samples: Vec<(u64, f64)> = points
+        .iter()
+        .filter_map(|p| value(p).map(|v| (p.at_unix_ms, v)))
+        .collect();
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return view! {
+            <figure class="chart"><figcaption>{title}</figcaption><p class="muted">"No samples yet."</p></figure>
+        }
+        .into_any();
+    };
+    let span = (last.0 - first.0).max(1) as f64;
+    let max = samples.iter().map(|s| s.1).fold(0.0_f64, f64::max);
+    let top = if max > 0.0 { max * 1.1 } else { 1.0 };
+    let path = samples
+        .iter()
+        .map(|(t, v)| {
+            let x = (*t - first.0) as f64 / span * CHART_W;
+            let y = CHART_H - v / top * CHART_H;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let minutes = format::duration((last.0 - first.0) / 1000);
+    let summary = format!("{title}: now {}, peak {} over the last {minutes}", label(last.1), label(max));
+    view! {
+        <figure class="chart">
+            <figcaption>
+                <span>{title}</span>
+                <span class="muted">{format!("now {} · peak {} · last {minutes}", label(last.1), label(max))}</span>
+            </figcaption>
+            <svg viewBox=format!("0 0 {CHART_W} {CHART_H}") preserveAspectRatio="none" role="img" aria-label=summary>
+                <polyline points=path fill="none" vector-effect="non-scaling-stroke" />
+            </svg>
+        </figure>
+    }
+    .into_any()
+}

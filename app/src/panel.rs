@@ -1,0 +1,170 @@
+//! The main page (`/`): one row per configured model, live totals, and the controls.
+
+use crate::format;
+use crate::live;
+use crate::snapshot::{BackendSummary, PanelSnapshot};
+use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::use_query_map;
+
+/// Every configured backend, from the registry's cached observations.
+#[server(prefix = "/_panel", endpoint = "snapshot")]
+pub async fn get_panel() -> Result<PanelSnapshot, ServerFnError> {
+    let directory = use_context::<crate::directory::SharedDirectory>()
+        .ok_or_else(|| ServerFnError::new("the backend directory is not available"))?;
+    Ok(directory.snapshot())
+}
+
+/// The page: loads the first snapshot on the server, then keeps it fresh in the browser.
+#[component]
+pub fn PanelPage() -> impl IntoView {
+    let initial = Resource::new(|| (), |_| get_panel());
+    view! {
+        <Notice />
+        <Suspense fallback=|| view! { <p class="muted">"Loading backends…"</p> }>
+            {move || Suspend::new(async move {
+                match initial.await {
+                    Ok(snapshot) => view! { <Dashboard initial=snapshot /> }.into_any(),
+                    Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load backends: {e}")}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// The outcome of a no-JavaScript form post, carried back in the query string.
+#[component]
+fn Notice() -> impl IntoView {
+    let query = use_query_map();
+    move || {
+        query.with(|q| {
+            if let Some(error) = q.get("error") {
+                Some(view! { <p class="banner error" role="alert">{error}</p> }.into_any())
+            } else {
+                q.get("notice")
+                    .map(|notice| view! { <p class="banner notice" role="status">{notice}</p> }.into_any())
+            }
+        })
+    }
+}
+
+/// Totals and the table, refreshed every second without re-creating rows.
+#[component]
+fn Dashboard(initial: PanelSnapshot) -> impl IntoView {
+    let snapshot = RwSignal::new(initial);
+    let connection_lost = RwSignal::new(false);
+    let hydrated = RwSignal::new(false);
+    let in_flight = StoredValue::new(false);
+    let refresh = move || {
+        if in_flight.get_value() {
+            return;
+        }
+        in_flight.set_value(true);
+        leptos::task::spawn_local(async move {
+            match get_panel().await {
+                Ok(fresh) => {
+                    snapshot.set(fresh);
+                    connection_lost.set(false);
+                }
+                Err(_) => connection_lost.set(true),
+            }
+            in_flight.set_value(false);
+        });
+    };
+    Effect::new(move |_| hydrated.set(true));
+    live::every(live::REFRESH_PERIOD, refresh);
+    let on_done = Callback::new(move |()| refresh());
+    let names = Memo::new(move |_| {
+        snapshot.with(|s| s.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>())
+    });
+    view! {
+        <section class="totals" aria-label="Totals">
+            <div class="total">
+                <span class="figure" data-testid="running-count">
+                    {move || snapshot.with(|s| format!("{} of {}", s.running(), s.backends.len()))}
+                </span>
+                <span class="caption">"backends running"</span>
+            </div>
+            <div class="total">
+                <span class="figure" data-testid="memory-in-use">
+                    {move || snapshot.with(|s| format::bytes(s.memory_in_use()))}
+                </span>
+                <span class="caption">"memory in use"</span>
+            </div>
+            <div class="total refreshed">
+                <span
+                    class="live-dot"
+                    class:lost=move || connection_lost.get()
+                    data-hydrated=move || hydrated.get().to_string()
+                ></span>
+                <span class="caption">
+                    {move || if connection_lost.get() { "connection lost, retrying… last refresh " } else { "refreshed " }}
+                    <time data-testid="refreshed-at">{move || snapshot.with(|s| s.generated_at.clone())}</time>
+                </span>
+            </div>
+        </section>
+        <div class="table-wrap">
+            <table class="backends">
+                <thead>
+                    <tr>
+                        <th scope="col">"Model"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Memory"</th>
+                        <th scope="col">"Process"</th>
+                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=move || names.get() key=|name| name.clone() let:name>
+                        <BackendRow name snapshot on_done />
+                    </For>
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+/// One model's row. The name cell is static and the action cell only changes with the
+/// lifecycle, so focus and scroll survive the refreshes.
+#[component]
+fn BackendRow(name: String, snapshot: RwSignal<PanelSnapshot>, on_done: Callback<()>) -> impl IntoView {
+    let key = name.clone();
+    let row = Memo::new(move |_| {
+        snapshot.with(|s| s.backends.iter().find(|b| b.name == key).cloned())
+    });
+    let controls = Memo::new(move |_| row.with(|r| r.as_ref().map(|b| (b.lifecycle, b.kind))));
+    let cell = move |render: fn(BackendSummary) -> AnyView| move || row.get().map(render);
+    let href = format!("/models/{name}");
+    let action_name = name.clone();
+    let model_attr = name.clone();
+    view! {
+        <tr data-model=model_attr data-lifecycle=move || row.with(|r| r.as_ref().map(|b| b.lifecycle.as_str()))>
+            <th scope="row" data-label="Model">
+                <A href=href>{name}</A>
+                <span class="backend-label">
+                    {move || row.with(|r| r.as_ref().map(|b| format!("{} · {}", b.backend, kind_word(b))))}
+                </span>
+            </th>
+            <td data-label="Status" class="status-cell">
+                {cell(|b| view! { <Badges lifecycle=b.lifecycle observation=b.observation /> }.into_any())}
+            </td>
+            <td data-label="Memory" class="memory-cell">
+                {cell(|b| view! { <MemoryCell backend=b /> }.into_any())}
+            </td>
+            <td data-label="Process">{cell(|b| view! { <ProcessInfo backend=b /> }.into_any())}</td>
+            <td class="actions">
+                {move || controls.get().map(|(lifecycle, kind)| view! {
+                    <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done />
+                })}
+            </td>
+        </tr>
+    }
+}
+
+fn kind_word(backend: &BackendSummary) -> &'static str {
+    match backend.kind {
+        crate::snapshot::BackendKind::Managed => "managed",
+        crate::snapshot::BackendKind::External => "external",
+    }
+}

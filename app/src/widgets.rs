@@ -1,0 +1,257 @@
+//! Small view pieces shared by the list and the per-model page.
+
+use crate::format;
+use crate::live;
+use crate::snapshot::{BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics};
+use leptos::prelude::*;
+
+/// Lifecycle and backend state, each with colour and text.
+#[component]
+pub fn Badges(lifecycle: Lifecycle, observation: Option<Observation>) -> impl IntoView {
+    let state = observation.as_ref().and_then(|o| o.status.as_ref()).map(|s| s.state);
+    let unanswered = observation
+        .as_ref()
+        .and_then(|o| o.status_error.as_ref())
+        .map(|e| e.kind.phrase());
+    view! {
+        <span class=format!("badge lifecycle {}", lifecycle.as_str())>{lifecycle.as_str()}</span>
+        {state.map(|s| {
+            view! {
+                <span class=format!("badge state {}", s.label().to_lowercase()) title="State reported by the backend">
+                    {s.label()}
+                </span>
+            }
+        })}
+        {unanswered.map(|phrase| view! { <span class="badge state unknown" title="The backend did not answer Status">{phrase}</span> })}
+    }
+}
+
+/// Orders breakdown parts: weights, then KV cache, then the rest by name; adds `other` for any
+/// remainder so the parts add up to the total.
+pub fn memory_parts(memory: &MemoryUsage) -> Vec<(String, u64)> {
+    let rank = |name: &str| match name {
+        "weights" => 0,
+        "kv_cache" => 1,
+        _ => 2,
+    };
+    let mut parts: Vec<(String, u64)> = memory
+        .breakdown
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    parts.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    let sum: u64 = parts.iter().map(|(_, v)| v).sum();
+    if sum < memory.total {
+        parts.push(("other".to_string(), memory.total - sum));
+    }
+    parts
+}
+
+/// Memory as the backend reports it: total, a stacked bar and its legend.
+#[component]
+pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
+    let parts = memory_parts(&memory);
+    let scale: u64 = parts.iter().map(|(_, v)| v).sum::<u64>().max(1);
+    let description = parts
+        .iter()
+        .map(|(k, v)| format!("{k} {}", format::bytes(*v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let segments = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (name, value))| {
+            let width = *value as f64 * 100.0 / scale as f64;
+            view! {
+                <span
+                    class=format!("segment c{}", i % 6)
+                    style=format!("width: {width:.2}%")
+                    title=format!("{name}: {}", format::bytes(*value))
+                ></span>
+            }
+        })
+        .collect_view();
+    let legend = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, value))| {
+            view! {
+                <li>
+                    <span class=format!("swatch c{}", i % 6)></span>
+                    <span class="part-name">{name}</span>
+                    " "
+                    <span class="part-value">{format::bytes(value)}</span>
+                </li>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="memory">
+            <span class="memory-total" data-bytes=memory.total.to_string()>{format::bytes(memory.total)}</span>
+            <div class="bar" role="img" aria-label=format!("Memory breakdown: {description}")>{segments}</div>
+            <ul class="legend">{legend}</ul>
+        </div>
+    }
+}
+
+/// OS process metrics, labelled as such, with the reason the backend gave none.
+#[component]
+pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<&'static str>) -> impl IntoView {
+    view! {
+        <div class="process-metrics">
+            <p class="source">
+                <span class="tag">"Process metrics"</span>
+                {reason.map(|r| view! { <span class="why">{format!("backend gave none: {r}")}</span> })}
+            </p>
+            <dl>
+                <div><dt>"RSS"</dt><dd data-bytes=metrics.memory_info.rss.to_string()>{format::bytes(metrics.memory_info.rss)}</dd></div>
+                <div><dt>"VMS"</dt><dd>{format::bytes(metrics.memory_info.vms)}</dd></div>
+                <div><dt>"Memory"</dt><dd>{format::percent(f64::from(metrics.memory_percent))}</dd></div>
+                <div><dt>"CPU"</dt><dd>{format::percent(metrics.cpu_percent)}</dd></div>
+            </dl>
+        </div>
+    }
+}
+
+/// The memory column: backend-reported memory, else process metrics, else why there is none.
+#[component]
+pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
+    if backend.lifecycle == Lifecycle::Failed {
+        return view! { <FailureDetails backend /> }.into_any();
+    }
+    let Some(observation) = backend.observation else {
+        let text = match backend.lifecycle {
+            Lifecycle::Starting => "starting…",
+            Lifecycle::Running => "waiting for the first sample…",
+            _ => "—",
+        };
+        return view! { <span class="muted">{text}</span> }.into_any();
+    };
+    let reason = observation.status_error.as_ref().map(|e| e.kind.phrase());
+    match (observation.status, observation.process) {
+        (Some(status), _) => match status.memory {
+            Some(memory) => view! { <MemoryBreakdown memory /> }.into_any(),
+            None => view! { <span class="muted">"no memory reported"</span> }.into_any(),
+        },
+        (None, Some(metrics)) => view! { <ProcessFigures metrics reason /> }.into_any(),
+        (None, None) => view! {
+            <span class="warning">{format!("No data: {}", reason.unwrap_or("no answer"))}</span>
+        }
+        .into_any(),
+    }
+}
+
+/// The last error and the backend's last stderr lines.
+#[component]
+pub fn FailureDetails(backend: BackendSummary) -> impl IntoView {
+    let tail = backend.stderr_tail.join("\n");
+    view! {
+        <div class="failure" role="alert">
+            <p class="error-message">{backend.last_error.unwrap_or_else(|| "failed".to_string())}</p>
+            {(!tail.is_empty()).then(|| view! { <pre class="stderr" aria-label="Last stderr lines">{tail}</pre> })}
+        </div>
+    }
+}
+
+/// pid, address and uptime.
+#[component]
+pub fn ProcessInfo(backend: BackendSummary) -> impl IntoView {
+    view! {
+        <dl class="process-info">
+            <div><dt>"pid"</dt><dd>{backend.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd></div>
+            <div><dt>"address"</dt><dd>{backend.address.unwrap_or_else(|| "—".into())}</dd></div>
+            <div><dt>"uptime"</dt><dd>{backend.uptime_secs.map(format::duration).unwrap_or_else(|| "—".into())}</dd></div>
+        </dl>
+    }
+}
+
+/// Shut down (running) or Start (stopped or failed managed) for one model.
+///
+/// A plain HTML form posting to the JSON API's form-encoded variant, so it works before
+/// hydration and without JavaScript; once hydrated it asks for confirmation and posts JSON
+/// without leaving the page.
+#[component]
+pub fn ActionButton(
+    name: String,
+    lifecycle: Lifecycle,
+    kind: BackendKind,
+    return_to: String,
+    on_done: Callback<()>,
+) -> impl IntoView {
+    let pending = RwSignal::new(false);
+    let failure = RwSignal::new(None::<String>);
+    let (path, label, busy_label, question) = match lifecycle {
+        Lifecycle::Running => (
+            "/backend/shutdown",
+            "Shut down",
+            "Shutting down…",
+            Some(format!("Shut down {name}? Its memory will be freed and the process stopped.")),
+        ),
+        Lifecycle::Stopped | Lifecycle::Failed if kind == BackendKind::Managed => {
+            ("/backend/load", "Start", "Starting…", None)
+        }
+        _ => return ().into_any(),
+    };
+    let model = name.clone();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if pending.get_untracked() {
+            return;
+        }
+        if let Some(q) = &question {
+            if !live::confirm(q) {
+                return;
+            }
+        }
+        pending.set(true);
+        failure.set(None);
+        let model = model.clone();
+        leptos::task::spawn_local(async move {
+            let result = live::post_model_action(path, &model).await;
+            pending.set(false);
+            if let Err(message) = result {
+                failure.set(Some(message));
+            }
+            on_done.run(());
+        });
+    };
+    view! {
+        <form method="post" action=path class="action" on:submit=submit>
+            <input type="hidden" name="model" value=name.clone() />
+            <input type="hidden" name="return_to" value=return_to />
+            <button
+                type="submit"
+                class=if lifecycle == Lifecycle::Running { "danger" } else { "primary" }
+                aria-label=format!("{label} {name}")
+                disabled=move || pending.get()
+            >
+                {move || if pending.get() { busy_label } else { label }}
+            </button>
+            {move || failure.get().map(|m| view! { <p class="action-error" role="alert">{m}</p> })}
+        </form>
+    }
+    .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn parts_add_up_to_the_total_with_weights_first() {
+        let memory = MemoryUsage {
+            total: 100,
+            breakdown: BTreeMap::from([
+                ("activations".to_string(), 10),
+                ("kv_cache".to_string(), 20),
+                ("weights".to_string(), 50),
+            ]),
+        };
+        let parts = memory_parts(&memory);
+        let names: Vec<&str> = parts.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["weights", "kv_cache", "activations", "other"]);
+        assert_eq!(parts.iter().map(|(_, v)| v).sum::<u64>(), 100);
+    }
+}
