@@ -41,7 +41,10 @@ pub async fn post_model_action(path: &str, model: &str) -> Result<(), String> {
     let request = gloo_net::http::Request::post(path)
         .json(&Body { model })
         .map_err(|e| e.to_string())?;
-    let response = request.send().await.map_err(|e| format!("network error: {e}"))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("network error: {e}"))?;
     if response.ok() {
         return Ok(());
     }

@@ -145,7 +145,11 @@ fn Chart(
         .collect::<Vec<_>>()
         .join(" ");
     let minutes = format::duration((last.0 - first.0) / 1000);
-    let summary = format!("{title}: now {}, peak {} over the last {minutes}", label(last.1), label(max));
+    let summary = format!(
+        "{title}: now {}, peak {} over the last {minutes}",
+        label(last.1),
+        label(max)
+    );
     view! {
         <figure class="chart">
             <figcaption>

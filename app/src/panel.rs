@@ -42,8 +42,9 @@ fn Notice() -> impl IntoView {
             if let Some(error) = q.get("error") {
                 Some(view! { <p class="banner error" role="alert">{error}</p> }.into_any())
             } else {
-                q.get("notice")
-                    .map(|notice| view! { <p class="banner notice" role="status">{notice}</p> }.into_any())
+                q.get("notice").map(|notice| {
+                    view! { <p class="banner notice" role="status">{notice}</p> }.into_any()
+                })
             }
         })
     }
@@ -76,7 +77,12 @@ fn Dashboard(initial: PanelSnapshot) -> impl IntoView {
     live::every(live::REFRESH_PERIOD, refresh);
     let on_done = Callback::new(move |()| refresh());
     let names = Memo::new(move |_| {
-        snapshot.with(|s| s.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>())
+        snapshot.with(|s| {
+            s.backends
+                .iter()
+                .map(|b| b.name.clone())
+                .collect::<Vec<_>>()
+        })
     });
     view! {
         <section class="totals" aria-label="Totals">
@@ -128,11 +134,14 @@ fn Dashboard(initial: PanelSnapshot) -> impl IntoView {
 /// One model's row. The name cell is static and the action cell only changes with the
 /// lifecycle, so focus and scroll survive the refreshes.
 #[component]
-fn BackendRow(name: String, snapshot: RwSignal<PanelSnapshot>, on_done: Callback<()>) -> impl IntoView {
+fn BackendRow(
+    name: String,
+    snapshot: RwSignal<PanelSnapshot>,
+    on_done: Callback<()>,
+) -> impl IntoView {
     let key = name.clone();
-    let row = Memo::new(move |_| {
-        snapshot.with(|s| s.backends.iter().find(|b| b.name == key).cloned())
-    });
+    let row =
+        Memo::new(move |_| snapshot.with(|s| s.backends.iter().find(|b| b.name == key).cloned()));
     let controls = Memo::new(move |_| row.with(|r| r.as_ref().map(|b| (b.lifecycle, b.kind))));
     let cell = move |render: fn(BackendSummary) -> AnyView| move || row.get().map(render);
     let href = format!("/models/{name}");

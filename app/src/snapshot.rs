@@ -234,7 +234,9 @@ pub struct BackendSummary {
 impl BackendSummary {
     /// Memory in use according to the latest observation.
     pub fn memory_bytes(&self) -> Option<u64> {
-        self.observation.as_ref().and_then(Observation::memory_bytes)
+        self.observation
+            .as_ref()
+            .and_then(Observation::memory_bytes)
     }
 }
 

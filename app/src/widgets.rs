@@ -2,13 +2,18 @@
 
 use crate::format;
 use crate::live;
-use crate::snapshot::{BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics};
+use crate::snapshot::{
+    BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
+};
 use leptos::prelude::*;
 
 /// Lifecycle and backend state, each with colour and text.
 #[component]
 pub fn Badges(lifecycle: Lifecycle, observation: Option<Observation>) -> impl IntoView {
-    let state = observation.as_ref().and_then(|o| o.status.as_ref()).map(|s| s.state);
+    let state = observation
+        .as_ref()
+        .and_then(|o| o.status.as_ref())
+        .map(|s| s.state);
     let unanswered = observation
         .as_ref()
         .and_then(|o| o.status_error.as_ref())
@@ -186,7 +191,9 @@ pub fn ActionButton(
             "/backend/shutdown",
             "Shut down",
             "Shutting down…",
-            Some(format!("Shut down {name}? Its memory will be freed and the process stopped.")),
+            Some(format!(
+                "Shut down {name}? Its memory will be freed and the process stopped."
+            )),
         ),
         Lifecycle::Stopped | Lifecycle::Failed if kind == BackendKind::Managed => {
             ("/backend/load", "Start", "Starting…", None)

@@ -9,5 +9,5 @@ mod generated {
     tonic::include_proto!("backend");
 }
 
-pub use generated::*;
 pub use generated::status_response::State;
+pub use generated::*;

@@ -19,8 +19,10 @@ use std::sync::Arc;
 /// The API's routes; merged into the app router in `startup.rs`.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/backend/monitor", get(monitor))
-        .route("/v1/backend/monitor", get(monitor))
+        // LocalAI documents GET with a JSON body; its own curl example (`-d` without `-X`)
+        // sends POST, so both are accepted.
+        .route("/backend/monitor", get(monitor).post(monitor))
+        .route("/v1/backend/monitor", get(monitor).post(monitor))
         .route("/backend/shutdown", post(shutdown))
         .route("/v1/backend/shutdown", post(shutdown))
         .route("/backend/load", post(load))
@@ -106,7 +108,13 @@ impl<S: Send + Sync> FromRequest<S> for ModelRequest {
 
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<RawFields, ApiError> {
     let essence = content_type
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if essence == "application/json" || essence.ends_with("+json") {
         parse_json(body)
@@ -114,7 +122,8 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<RawFields, ApiE
         parse_pairs(body, "form body")
     } else if essence.is_empty() {
         Err(ApiError::BadRequest(
-            "missing Content-Type: send application/json or application/x-www-form-urlencoded".into(),
+            "missing Content-Type: send application/json or application/x-www-form-urlencoded"
+                .into(),
         ))
     } else {
         Err(ApiError::BadRequest(format!(
@@ -239,10 +248,13 @@ async fn shutdown(State(registry): State<Arc<Registry>>, request: ModelRequest) 
 }
 
 async fn load(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
-    let result = registry.start(&request.model).await.map(|outcome| match outcome {
-        StartOutcome::Started => "model started",
-        StartOutcome::AlreadyRunning => "model already running",
-    });
+    let result = registry
+        .start(&request.model)
+        .await
+        .map(|outcome| match outcome {
+            StartOutcome::Started => "model started",
+            StartOutcome::AlreadyRunning => "model already running",
+        });
     respond(request, result)
 }
 

@@ -13,7 +13,11 @@ use std::time::Duration;
 
 /// Command-line interface of `backend-monitor`.
 #[derive(Debug, Parser)]
-#[command(name = "backend-monitor", version, about = "Watch and control local AI model backends")]
+#[command(
+    name = "backend-monitor",
+    version,
+    about = "Watch and control local AI model backends"
+)]
 pub struct Cli {
     /// TOML file listing the models to watch. Without it, two demo backends are started.
     #[arg(long, short, env = "BACKEND_MONITOR_CONFIG")]
@@ -282,7 +286,9 @@ fn validate(entry: ModelEntry) -> Result<ModelSpec, String> {
             return Err("set either `command` (managed) or `address` (external), not both".into());
         }
         (None, None) => {
-            return Err("set `command` (a backend to start) or `address` (a running backend)".into());
+            return Err(
+                "set `command` (a backend to start) or `address` (a running backend)".into(),
+            );
         }
         (Some(command), None) => {
             if command.first().is_none_or(|p| p.trim().is_empty()) {
@@ -428,7 +434,8 @@ fn demo_backend_path() -> Result<String, ConfigError> {
     if let Ok(path) = std::env::var("BACKEND_MONITOR_DEMO_BACKEND") {
         return Ok(path);
     }
-    let exe = std::env::current_exe().map_err(|e| ConfigError::DemoBackendMissing(e.to_string()))?;
+    let exe =
+        std::env::current_exe().map_err(|e| ConfigError::DemoBackendMissing(e.to_string()))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
     // Integration tests run from target/<profile>/deps; the binary sits one level up.
     for candidate in [dir.join("demo-backend"), dir.join("../demo-backend")] {
@@ -481,7 +488,10 @@ mod tests {
         assert_eq!(settings.status_timeout, Duration::from_millis(500));
         assert_eq!(settings.busy_wait, Duration::from_secs(30));
         assert_eq!(models[0].backend, "backend");
-        assert!(matches!(models[1].source, BackendSource::External { pid: Some(42), .. }));
+        assert!(matches!(
+            models[1].source,
+            BackendSource::External { pid: Some(42), .. }
+        ));
     }
 
     #[test]
@@ -495,7 +505,10 @@ mod tests {
         let msg = problem(
             "[[models]]\nname = \"a\"\naddress = \"h:1\"\n[[models]]\nname = \"a\"\naddress = \"h:2\"\n",
         );
-        assert!(msg.contains("models[1] (a)") && msg.contains("duplicate"), "{msg}");
+        assert!(
+            msg.contains("models[1] (a)") && msg.contains("duplicate"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -32,13 +32,19 @@ impl ApiError {
     fn classify(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
             // LocalAI answers 500 for unknown and unloaded models; scripts rely on it.
             ApiError::Registry(e) => match e {
-                RegistryError::UnknownModel(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_not_found"),
-                RegistryError::NotLoaded { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "model_not_loaded"),
+                RegistryError::UnknownModel(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "model_not_found")
+                }
+                RegistryError::NotLoaded { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "model_not_loaded")
+                }
                 RegistryError::Busy { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "backend_busy"),
                 RegistryError::Unobservable { .. } | RegistryError::StartFailed { .. } => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "backend_error")

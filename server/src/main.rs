@@ -29,7 +29,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!("backend-monitor watching {models} model(s) on http://127.0.0.1:{}", app.port());
+    tracing::info!(
+        "backend-monitor watching {models} model(s) on http://127.0.0.1:{}",
+        app.port()
+    );
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,8 +13,8 @@ use crate::process::ProcessSampler;
 use crate::supervisor::{self, ManagedProcess};
 use app::directory::BackendDirectory;
 use app::snapshot::{
-    BackendKind, BackendState, BackendStatus, BackendSummary, HistoryPoint, Lifecycle, LogStream, ModelDetail,
-    Observation, PanelSnapshot, ProcessMetrics, StatusFailure, StatusFailureKind,
+    BackendKind, BackendState, BackendStatus, BackendSummary, HistoryPoint, Lifecycle, LogStream,
+    ModelDetail, Observation, PanelSnapshot, ProcessMetrics, StatusFailure, StatusFailureKind,
 };
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +45,9 @@ pub enum RegistryError {
         lifecycle: Lifecycle,
     },
     /// Neither `Status` nor process metrics are available.
-    #[error("model {model:?}: backend did not answer Status ({reason}) and no process metrics are available")]
+    #[error(
+        "model {model:?}: backend did not answer Status ({reason}) and no process metrics are available"
+    )]
     Unobservable {
         /// The model.
         model: String,
@@ -342,7 +344,11 @@ impl Registry {
         Ok(())
     }
 
-    async fn start_managed(&self, model: &Arc<Model>, spec: &ManagedSpec) -> Result<(), RegistryError> {
+    async fn start_managed(
+        &self,
+        model: &Arc<Model>,
+        spec: &ManagedSpec,
+    ) -> Result<(), RegistryError> {
         let name = &model.spec.name;
         let fail = |message: String| {
             let mut runtime = model.runtime();
@@ -506,7 +512,11 @@ impl Registry {
         Ok(())
     }
 
-    async fn wait_while_busy(&self, name: &str, client: &BackendClient) -> Result<(), RegistryError> {
+    async fn wait_while_busy(
+        &self,
+        name: &str,
+        client: &BackendClient,
+    ) -> Result<(), RegistryError> {
         let started = Instant::now();
         loop {
             match client.status(self.settings.status_timeout).await {

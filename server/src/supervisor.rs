@@ -86,7 +86,11 @@ impl ManagedProcess {
         let info = match tokio::time::timeout(grace, self.exited()).await {
             Ok(info) => info,
             Err(_) => {
-                tracing::warn!(pid = self.pid, ?grace, "backend ignored SIGTERM; sending SIGKILL");
+                tracing::warn!(
+                    pid = self.pid,
+                    ?grace,
+                    "backend ignored SIGTERM; sending SIGKILL"
+                );
                 signal_group(self.pid, libc::SIGKILL);
                 tokio::time::timeout(KILL_WAIT, self.exited())
                     .await
@@ -162,10 +166,20 @@ pub fn spawn(
         .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(capture(name.to_string(), out, LogStream::Stdout, logs.clone())));
+        readers.push(tokio::spawn(capture(
+            name.to_string(),
+            out,
+            LogStream::Stdout,
+            logs.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(capture(name.to_string(), err, LogStream::Stderr, logs)));
+        readers.push(tokio::spawn(capture(
+            name.to_string(),
+            err,
+            LogStream::Stderr,
+            logs,
+        )));
     }
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {

@@ -52,14 +52,24 @@ async fn running_pids(server: &Server) -> Vec<u32> {
     let http = reqwest::Client::new();
     let start = Instant::now();
     loop {
-        if let Ok(response) = http.get(format!("{}/api/backends", server.base)).send().await {
+        if let Ok(response) = http
+            .get(format!("{}/api/backends", server.base))
+            .send()
+            .await
+        {
             let body: Value = response.json().await.unwrap();
             let backends = body["backends"].as_array().unwrap();
             if backends.iter().all(|b| b["lifecycle"] == "running") {
-                return backends.iter().map(|b| b["pid"].as_u64().unwrap() as u32).collect();
+                return backends
+                    .iter()
+                    .map(|b| b["pid"].as_u64().unwrap() as u32)
+                    .collect();
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "backends did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "backends did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -98,7 +108,10 @@ async fn sigterm_stops_the_server_and_every_backend_it_started() {
     signal(&server.child, libc::SIGTERM);
     let status = server.child.wait().expect("server exits");
     assert!(status.success(), "{status}");
-    assert!(pids.iter().all(|p| !running(*p)), "backends left running: {pids:?}");
+    assert!(
+        pids.iter().all(|p| !running(*p)),
+        "backends left running: {pids:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,6 +141,12 @@ fn an_invalid_config_fails_at_start_up_naming_the_file_and_entry() {
         .expect("server runs");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&config.path().display().to_string()), "{stderr}");
-    assert!(stderr.contains("models[1] (a)") && stderr.contains("duplicate"), "{stderr}");
+    assert!(
+        stderr.contains(&config.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("models[1] (a)") && stderr.contains("duplicate"),
+        "{stderr}"
+    );
 }

@@ -19,12 +19,23 @@ async fn shutdown_stops_and_reaps_a_managed_backend_and_load_starts_it_again() {
 
     let monitored: Value = app.monitor("chat").await.json().await.unwrap();
     assert_eq!(monitored["state"], 2);
-    assert!(monitored["memory"]["breakdown"]["weights"].as_u64().unwrap() >= 8 * 1024 * 1024);
+    assert!(
+        monitored["memory"]["breakdown"]["weights"]
+            .as_u64()
+            .unwrap()
+            >= 8 * 1024 * 1024
+    );
 
     let response = app.shutdown(json!({"model": "chat"})).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"message": "model stopped"}));
-    assert!(!process_exists(pid), "process is gone and reaped (no zombie) when shutdown returns");
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"message": "model stopped"})
+    );
+    assert!(
+        !process_exists(pid),
+        "process is gone and reaped (no zombie) when shutdown returns"
+    );
 
     let after = app.monitor("chat").await;
     let status = after.status();
@@ -127,9 +138,16 @@ async fn shutdown_of_a_busy_backend_fails_after_the_wait_unless_forced() {
     let body: Value = response.json().await.unwrap();
     assert_error(status, &body, 500);
     assert_eq!(body["error"]["type"], "backend_busy");
-    assert!(started.elapsed() >= Duration::from_secs(1), "waited the configured busy_wait");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited the configured busy_wait"
+    );
     assert_eq!(backend.free_calls.load(Ordering::SeqCst), 0);
-    assert_eq!(app.backend("busy").await["lifecycle"], "running", "state is unchanged");
+    assert_eq!(
+        app.backend("busy").await["lifecycle"],
+        "running",
+        "state is unchanged"
+    );
 
     let response = app.shutdown(json!({"model": "busy", "force": true})).await;
     assert_eq!(response.status(), 200);
@@ -195,7 +213,10 @@ async fn monitor_during_a_shutdown_of_a_managed_backend_never_hangs_or_crashes()
     };
     let (shutdown, statuses) = tokio::join!(app.shutdown(json!({"model": "chat"})), monitors);
     assert_eq!(shutdown.status(), 200);
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 500), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 500),
+        "{statuses:?}"
+    );
     assert_eq!(app.monitor("chat").await.status(), 500);
     app.stop().await;
 }
@@ -212,7 +233,10 @@ async fn a_backend_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let started = Instant::now();
     let response = app.shutdown(json!({"model": "stubborn"})).await;
     assert_eq!(response.status(), 200);
-    assert!(started.elapsed() >= Duration::from_millis(500), "waited the grace period");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "waited the grace period"
+    );
     assert!(!process_exists(pid), "killed and reaped");
     let logs: Value = app
         .http
@@ -247,7 +271,12 @@ async fn a_backend_that_exits_at_start_up_fails_with_its_exit_code_and_stderr() 
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     assert_error(status, &body, 500);
-    assert!(body["error"]["message"].as_str().unwrap().contains("exit code 3"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 3")
+    );
     app.stop().await;
 }
 
@@ -259,7 +288,10 @@ async fn a_backend_that_never_becomes_healthy_is_stopped_and_marked_failed() {
     .await;
     let entry = app.wait_for_lifecycle("silent", "failed", START).await;
     let error = entry["last_error"].as_str().unwrap();
-    assert!(error.contains("Health") && error.contains("3 attempts"), "{error}");
+    assert!(
+        error.contains("Health") && error.contains("3 attempts"),
+        "{error}"
+    );
     assert!(entry["pid"].is_null());
     app.stop().await;
 }
@@ -269,19 +301,33 @@ async fn a_rejected_load_model_fails_the_start_with_the_backends_message() {
     let app = spawn_app(&demo_model("bad", &[], &["weights_mib:lots"])).await;
     let entry = app.wait_for_lifecycle("bad", "failed", START).await;
     let error = entry["last_error"].as_str().unwrap();
-    assert!(error.contains("LoadModel") && error.contains("weights_mib"), "{error}");
+    assert!(
+        error.contains("LoadModel") && error.contains("weights_mib"),
+        "{error}"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_missing_program_fails_without_taking_the_server_down() {
-    let app = spawn_app(
-        "[[models]]\nname = \"typo\"\ncommand = [\"/nonexistent/backend\"]\n",
-    )
-    .await;
+    let app =
+        spawn_app("[[models]]\nname = \"typo\"\ncommand = [\"/nonexistent/backend\"]\n").await;
     let entry = app.wait_for_lifecycle("typo", "failed", START).await;
-    assert!(entry["last_error"].as_str().unwrap().contains("/nonexistent/backend"));
-    assert_eq!(app.http.get(app.url("/version")).send().await.unwrap().status(), 200);
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/backend")
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/version"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.stop().await;
 }
 
@@ -294,8 +340,13 @@ async fn a_backend_that_crashes_while_running_is_marked_failed() {
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
-    let entry = app.wait_for_lifecycle("chat", "failed", Duration::from_secs(5)).await;
-    assert!(entry["last_error"].as_str().unwrap().contains("signal 9"), "{entry}");
+    let entry = app
+        .wait_for_lifecycle("chat", "failed", Duration::from_secs(5))
+        .await;
+    assert!(
+        entry["last_error"].as_str().unwrap().contains("signal 9"),
+        "{entry}"
+    );
     assert!(!process_exists(pid as u32), "reaped");
     app.stop().await;
 }
@@ -308,8 +359,12 @@ async fn stopping_the_server_stops_every_managed_backend() {
         demo_model("b", &["--status-unimplemented"], &["weights_mib:1"])
     ))
     .await;
-    let a = app.wait_for_lifecycle("a", "running", START).await["pid"].as_u64().unwrap() as u32;
-    let b = app.wait_for_lifecycle("b", "running", START).await["pid"].as_u64().unwrap() as u32;
+    let a = app.wait_for_lifecycle("a", "running", START).await["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let b = app.wait_for_lifecycle("b", "running", START).await["pid"]
+        .as_u64()
+        .unwrap() as u32;
     app.stop().await;
     assert!(!process_exists(a) && !process_exists(b));
 }

@@ -37,12 +37,35 @@ async fn monitor_accepts_the_query_string_and_the_v1_alias() {
     .await;
     let app = spawn_app(&external("llm", &backend.address, None)).await;
 
-    for path in ["/backend/monitor?model=llm", "/v1/backend/monitor?model=llm"] {
+    for path in [
+        "/backend/monitor?model=llm",
+        "/v1/backend/monitor?model=llm",
+    ] {
         let response = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body, json!({"state": 1}), "memory is absent when not reported");
+        assert_eq!(
+            body,
+            json!({"state": 1}),
+            "memory is absent when not reported"
+        );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn monitor_accepts_post_as_in_localais_curl_example() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+    let response = app
+        .http
+        .post(app.url("/backend/monitor"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"model": "llm"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     app.stop().await;
 }
 
@@ -64,9 +87,18 @@ async fn monitor_ignores_unknown_json_fields() {
 
 #[tokio::test]
 async fn monitor_falls_back_to_process_metrics_that_match_proc() {
-    let app = spawn_app(&demo_model("legacy", &["--status-unimplemented"], &["weights_mib:32"])).await;
-    let backend = app.wait_for_lifecycle("legacy", "running", Duration::from_secs(20)).await;
-    let pid = backend["pid"].as_u64().expect("managed backends have a pid") as u32;
+    let app = spawn_app(&demo_model(
+        "legacy",
+        &["--status-unimplemented"],
+        &["weights_mib:32"],
+    ))
+    .await;
+    let backend = app
+        .wait_for_lifecycle("legacy", "running", Duration::from_secs(20))
+        .await;
+    let pid = backend["pid"]
+        .as_u64()
+        .expect("managed backends have a pid") as u32;
 
     let before = server::process::read_memory_info(pid).expect("process exists");
     let response = app.monitor("legacy").await;
@@ -76,9 +108,18 @@ async fn monitor_falls_back_to_process_metrics_that_match_proc() {
     assert!(body.get("state").is_none(), "{body}");
     let rss = body["memory_info"]["rss"].as_u64().unwrap();
     let vms = body["memory_info"]["vms"].as_u64().unwrap();
-    assert!(rss >= before.rss.min(after.rss) && rss <= before.rss.max(after.rss), "{rss} vs {before:?}");
-    assert!(vms >= before.vms.min(after.vms) && vms <= before.vms.max(after.vms), "{vms} vs {before:?}");
-    assert!(rss >= 32 * 1024 * 1024, "the loaded 32 MiB are resident: {rss}");
+    assert!(
+        rss >= before.rss.min(after.rss) && rss <= before.rss.max(after.rss),
+        "{rss} vs {before:?}"
+    );
+    assert!(
+        vms >= before.vms.min(after.vms) && vms <= before.vms.max(after.vms),
+        "{vms} vs {before:?}"
+    );
+    assert!(
+        rss >= 32 * 1024 * 1024,
+        "the loaded 32 MiB are resident: {rss}"
+    );
     for field in ["hwm", "data", "stack", "locked", "swap"] {
         assert!(body["memory_info"][field].is_u64(), "{field}: {body}");
     }
@@ -108,7 +149,11 @@ async fn a_hung_backend_is_bounded_by_the_status_deadline() {
     let response = app.monitor("hung").await;
     let status = response.status();
     let body: Value = response.json().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_error(status, &body, 500);
 
     let response = app.monitor("hung-with-pid").await;
@@ -154,13 +199,19 @@ async fn bad_requests_get_400_with_an_error_envelope() {
         (Some("application/json"), r#"{"model": ["llm"]}"#),
         (Some("application/json"), r#"{"model": "llm""#),
         (Some("application/json"), r#""llm""#),
-        (Some("application/json"), r#"{"model": "llm", "force": "yes"}"#),
+        (
+            Some("application/json"),
+            r#"{"model": "llm", "force": "yes"}"#,
+        ),
         (Some("text/plain"), r#"{"model": "llm"}"#),
         (None, r#"{"model": "llm"}"#),
         (Some("application/x-www-form-urlencoded"), "force=1"),
     ];
     for (content_type, body) in cases {
-        let mut request = app.http.get(app.url("/backend/monitor")).body(body.to_string());
+        let mut request = app
+            .http
+            .get(app.url("/backend/monitor"))
+            .body(body.to_string());
         if let Some(ct) = content_type {
             request = request.header("Content-Type", ct);
         }
@@ -169,7 +220,12 @@ async fn bad_requests_get_400_with_an_error_envelope() {
         let json: Value = response.json().await.unwrap();
         assert_error(status, &json, 400);
     }
-    let response = app.http.get(app.url("/backend/monitor?model=")).send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/backend/monitor?model="))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     // The server is still fine afterwards.
     assert_eq!(app.monitor("llm").await.status(), 200);
@@ -179,7 +235,12 @@ async fn bad_requests_get_400_with_an_error_envelope() {
 #[tokio::test]
 async fn wrong_methods_get_405_with_an_error_envelope() {
     let app = spawn_app("").await;
-    let response = app.http.post(app.url("/backend/monitor")).send().await.unwrap();
+    let response = app
+        .http
+        .delete(app.url("/backend/monitor"))
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     assert_error(status, &body, 405);
@@ -194,12 +255,28 @@ async fn system_version_and_backends_describe_the_registry() {
         external("llm", &backend.address, None)
     ))
     .await;
-    let system: Value = app.http.get(app.url("/system")).send().await.unwrap().json().await.unwrap();
+    let system: Value = app
+        .http
+        .get(app.url("/system"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         system,
         json!({"backends": ["llama-cpp"], "loaded_models": [{"id": "llm", "backend": "llama-cpp"}]})
     );
-    let version: Value = app.http.get(app.url("/version")).send().await.unwrap().json().await.unwrap();
+    let version: Value = app
+        .http
+        .get(app.url("/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
 
     // The background observer fills in the latest observation.
@@ -216,9 +293,19 @@ async fn system_version_and_backends_describe_the_registry() {
     assert_eq!(entry["address"], backend.address.as_str());
     assert_eq!(entry["observation"]["status"]["memory"]["total"], 3000);
 
-    let detail = app.http.get(app.url("/api/backends/llm")).send().await.unwrap();
+    let detail = app
+        .http
+        .get(app.url("/api/backends/llm"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(detail.status(), 200);
-    let missing = app.http.get(app.url("/api/backends/nope")).send().await.unwrap();
+    let missing = app
+        .http
+        .get(app.url("/api/backends/nope"))
+        .send()
+        .await
+        .unwrap();
     let status = missing.status();
     assert_error(status, &missing.json().await.unwrap(), 404);
     app.stop().await;

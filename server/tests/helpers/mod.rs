@@ -22,7 +22,9 @@ pub const SERVER_BINARY: &str = env!("CARGO_BIN_EXE_backend-monitor");
 
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter("debug").try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .try_init();
     }
 }
 
@@ -124,7 +126,12 @@ impl TestApp {
     }
 
     /// Waits until the model's lifecycle is `want` (panics after `limit`).
-    pub async fn wait_for_lifecycle(&self, model: &str, want: &str, limit: Duration) -> serde_json::Value {
+    pub async fn wait_for_lifecycle(
+        &self,
+        model: &str,
+        want: &str,
+        limit: Duration,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let backend = self.backend(model).await;
@@ -155,7 +162,9 @@ pub fn assert_error(status: reqwest::StatusCode, body: &serde_json::Value, code:
     assert_eq!(status.as_u16(), code, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
     assert!(body["error"]["type"].is_string(), "{body}");
@@ -226,7 +235,10 @@ impl Backend for Scripted {
         }))
     }
 
-    async fn load_model(&self, _: Request<ModelOptions>) -> Result<Response<proto::Result>, Status> {
+    async fn load_model(
+        &self,
+        _: Request<ModelOptions>,
+    ) -> Result<Response<proto::Result>, Status> {
         Ok(Response::new(proto::Result {
             message: "ok".into(),
             success: true,
@@ -242,13 +254,17 @@ impl Backend for Scripted {
         let state = *self.state.lock().expect("state lock");
         Ok(Response::new(StatusResponse {
             state: state.into(),
-            memory: self.behaviour.memory.as_ref().map(|(total, parts)| MemoryUsageData {
-                total: *total,
-                breakdown: parts
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
-                    .collect::<HashMap<_, _>>(),
-            }),
+            memory: self
+                .behaviour
+                .memory
+                .as_ref()
+                .map(|(total, parts)| MemoryUsageData {
+                    total: *total,
+                    breakdown: parts
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect::<HashMap<_, _>>(),
+                }),
         }))
     }
 

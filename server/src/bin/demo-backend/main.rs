@@ -19,7 +19,10 @@ const PAGE: usize = 4096;
 const MIB: usize = 1024 * 1024;
 
 #[derive(Debug, Parser)]
-#[command(name = "demo-backend", about = "A demo backend speaking LocalAI's Backend gRPC protocol")]
+#[command(
+    name = "demo-backend",
+    about = "A demo backend speaking LocalAI's Backend gRPC protocol"
+)]
 struct Args {
     /// Address to serve gRPC on.
     #[arg(long)]
@@ -64,7 +67,9 @@ fn parse_options(options: &[String]) -> Result<HashMap<String, usize>, String> {
                 .parse::<usize>()
                 .map_err(|_| format!("option {key} needs a number of MiB, got {value:?}"))?;
             if mib > 64 * 1024 {
-                return Err(format!("option {key}: {mib} MiB is more than this demo allows"));
+                return Err(format!(
+                    "option {key}: {mib} MiB is more than this demo allows"
+                ));
             }
             sizes.insert(key.to_string(), mib);
         }
@@ -119,14 +124,20 @@ impl Backend for Demo {
 
     async fn status(&self, _: Request<HealthMessage>) -> Result<Response<StatusResponse>, Status> {
         if self.status_unimplemented {
-            return Err(Status::unimplemented("Status is not implemented by this backend"));
+            return Err(Status::unimplemented(
+                "Status is not implemented by this backend",
+            ));
         }
         let rss = server::process::read_memory_info(std::process::id())
             .map(|m| m.rss)
             .unwrap_or(0);
         let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         let (state, weights, kv_cache) = match loaded.as_ref() {
-            Some(l) => (State::Ready, l.weights.len() as u64, l.kv_cache.len() as u64),
+            Some(l) => (
+                State::Ready,
+                l.weights.len() as u64,
+                l.kv_cache.len() as u64,
+            ),
             None => (State::Uninitialized, 0, 0),
         };
         let total = rss.max(weights + kv_cache);
@@ -143,7 +154,9 @@ impl Backend for Demo {
 
     async fn free(&self, _: Request<HealthMessage>) -> Result<Response<proto::Result>, Status> {
         if self.status_unimplemented {
-            return Err(Status::unimplemented("Free is not implemented by this backend"));
+            return Err(Status::unimplemented(
+                "Free is not implemented by this backend",
+            ));
         }
         let freed = self
             .loaded
@@ -161,8 +174,7 @@ impl Backend for Demo {
 }
 
 async fn terminated(ignore_sigterm: bool) {
-    let Ok(mut sigterm) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    let Ok(mut sigterm) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         return std::future::pending().await;
     };

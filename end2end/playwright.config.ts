@@ -1,0 +1,56 @@
+import { defineConfig } from '@playwright/test';
+
+/** The release build made by `cargo leptos build --release` (scripts/test.sh runs it first). */
+const server = '../target/release/backend-monitor';
+
+/** Port of the server running backends.toml (demo backends plus a failing one). */
+export const PANEL_PORT = 3211;
+/** Port of the server running the embedded default (no --config), as a newcomer would. */
+export const DEFAULT_PORT = 3210;
+
+export default defineConfig({
+  testDir: './tests',
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  timeout: 60_000,
+  expect: { timeout: 15_000 },
+  forbidOnly: !!process.env.CI,
+  reporter: [['list']],
+  outputDir: 'test-results',
+  use: {
+    baseURL: `http://127.0.0.1:${PANEL_PORT}`,
+    trace: 'retain-on-failure',
+    launchOptions: {
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    },
+  },
+  webServer: [
+    {
+      command: `${server} --config backends.toml --addr 127.0.0.1:${PANEL_PORT}`,
+      url: `http://127.0.0.1:${PANEL_PORT}/version`,
+      reuseExistingServer: !process.env.CI,
+      timeout: 60_000,
+      stdout: 'ignore',
+      stderr: 'pipe',
+    },
+    {
+      command: `${server} --addr 127.0.0.1:${DEFAULT_PORT}`,
+      url: `http://127.0.0.1:${DEFAULT_PORT}/version`,
+      reuseExistingServer: !process.env.CI,
+      timeout: 60_000,
+      stdout: 'ignore',
+      stderr: 'pipe',
+    },
+  ],
+});

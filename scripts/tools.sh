@@ -1,0 +1,62 @@
+# Installs what building and testing backend-monitor needs, skipping what is already there.
+# Sourced by scripts/run.sh and scripts/test.sh. Works on a fresh Debian machine with rustup.
+
+CARGO_LEPTOS_VERSION=0.3.10
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_tools() {
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  export PATH="$HOME/.cargo/bin:$root/end2end/node_modules/.bin:$PATH"
+
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; return 1; }
+  command -v cc >/dev/null || { log "installing a C compiler"; apt_install build-essential; }
+  command -v curl >/dev/null || { log "installing curl"; apt_install curl ca-certificates; }
+  command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
+
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+
+  if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION\$"; then
+    log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 10 minutes on 2 cores)"
+    # no_downloads: fail clearly instead of fetching tool binaries from GitHub.
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+  fi
+
+  # The wasm-bindgen CLI must match the library version pinned in Cargo.lock exactly.
+  local wbg
+  wbg="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$root/Cargo.lock")"
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $wbg\$"; then
+    log "installing wasm-bindgen-cli $wbg"
+    # Not --locked: its lock file names a crate version the registry no longer serves.
+    cargo install wasm-bindgen-cli --version "$wbg"
+  fi
+
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's Chromium"
+    apt_install chromium
+  fi
+
+  # Playwright and binaryen's wasm-opt (Debian's binaryen is too old: its output fails to hydrate).
+  if [ ! -f "$root/end2end/node_modules/.package-lock.json" ] ||
+     [ "$root/end2end/package-lock.json" -nt "$root/end2end/node_modules/.package-lock.json" ]; then
+    log "installing npm packages (Playwright, binaryen)"
+    (cd "$root/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+  fi
+}
