@@ -206,10 +206,10 @@ pub fn ActionButton(
         if pending.get_untracked() {
             return;
         }
-        if let Some(q) = &question {
-            if !live::confirm(q) {
-                return;
-            }
+        if let Some(q) = &question
+            && !live::confirm(q)
+        {
+            return;
         }
         pending.set(true);
         failure.set(None);

@@ -91,12 +91,12 @@ impl<S: Send + Sync> FromRequest<S> for ModelRequest {
             }
             Some(m) => m,
         };
-        if let Some(path) = &fields.return_to {
-            if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
-                return Err(ApiError::BadRequest(
-                    "`return_to` must be a path on this server, like /".into(),
-                ));
-            }
+        if let Some(path) = &fields.return_to
+            && (!path.starts_with('/') || path.starts_with("//") || path.contains('\\'))
+        {
+            return Err(ApiError::BadRequest(
+                "`return_to` must be a path on this server, like /".into(),
+            ));
         }
         Ok(Self {
             model,

@@ -478,10 +478,10 @@ impl Registry {
             }
             runtime.client.clone()
         };
-        if let Some(client) = &client {
-            if !force {
-                self.wait_while_busy(name, client).await?;
-            }
+        if let Some(client) = &client
+            && !force
+        {
+            self.wait_while_busy(name, client).await?;
         }
         model.runtime().lifecycle = Lifecycle::Stopping;
         if let Some(client) = &client {
