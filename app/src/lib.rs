@@ -3,6 +3,9 @@
 //! `snapshot` holds the types shared with the server; `panel` and `model_page` are the two pages
 //! with the server functions they call; `widgets` are the pieces both pages draw.
 
+// Deeply nested views produce deep types in the hydrate build.
+#![recursion_limit = "256"]
+
 pub mod directory;
 pub mod format;
 pub mod live;
@@ -14,7 +17,7 @@ pub mod widgets;
 use leptos::prelude::*;
 use leptos_meta::{Link, Meta, MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{SsrMode, path};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -57,8 +60,10 @@ pub fn App() -> impl IntoView {
             </header>
             <main>
                 <Routes fallback=|| view! { <h1>"Page not found"</h1><p><a href="/">"Back to the panel"</a></p> }>
-                    <Route path=path!("") view=panel::PanelPage />
-                    <Route path=path!("/models/:name") view=model_page::ModelPage />
+                    // Async: the whole page is rendered before it is sent, so it is complete
+                    // without JavaScript (streamed Suspense chunks need a script to show up).
+                    <Route path=path!("") view=panel::PanelPage ssr=SsrMode::Async />
+                    <Route path=path!("/models/:name") view=model_page::ModelPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -169,6 +169,7 @@ fn BackendRow(
             </td>
         </tr>
     }
+    .into_any()
 }
 
 fn kind_word(backend: &BackendSummary) -> &'static str {

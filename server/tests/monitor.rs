@@ -310,3 +310,28 @@ async fn system_version_and_backends_describe_the_registry() {
     assert_error(status, &missing.json().await.unwrap(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+    // Wait for the first observation so the memory cell has data.
+    let start = Instant::now();
+    while app.backend("llm").await["observation"].is_null()
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains(r#"data-model="llm""#), "{html}");
+    assert!(html.contains(r#"action="/backend/shutdown""#), "{html}");
+    assert!(html.contains(r#"aria-label="Shut down llm""#), "{html}");
+    assert!(html.contains("2.9 KiB"), "memory total is rendered: {html}");
+
+    let page = app.http.get(app.url("/models/llm")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Last minutes"));
+    app.stop().await;
+}
