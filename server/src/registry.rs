@@ -356,6 +356,7 @@ impl Registry {
             runtime.last_error = Some(message.clone());
             runtime.process = None;
             runtime.client = None;
+            runtime.address = None;
             runtime.started = None;
             if let Some(pid) = runtime.pid.take() {
                 self.sampler.untrack(pid);
@@ -671,6 +672,7 @@ async fn watch_exit(model: Arc<Model>, process: ManagedProcess, sampler: Process
         runtime.started = None;
         runtime.process = None;
         runtime.client = None;
+        runtime.address = None;
         if let Some(pid) = runtime.pid.take() {
             sampler.untrack(pid);
         }

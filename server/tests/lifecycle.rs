@@ -263,6 +263,7 @@ async fn a_backend_that_exits_at_start_up_fails_with_its_exit_code_and_stderr() 
     assert!(error.contains("exit code 3"), "{error}");
     assert!(error.contains("cannot open model file"), "{error}");
     assert_eq!(entry["stderr_tail"], json!(["cannot open model file"]));
+    assert!(entry["pid"].is_null() && entry["address"].is_null(), "{entry}");
 
     let response = app.monitor("broken").await;
     let status = response.status();
