@@ -38,15 +38,13 @@ async fn shutdown_stops_and_reaps_a_managed_backend_and_load_starts_it_again() {
     );
 
     let after = app.monitor("chat").await;
-    let status = after.status();
-    assert_error(status, &after.json().await.unwrap(), 500);
+    expect_error(after, 500).await;
     let entry = app.backend("chat").await;
     assert_eq!(entry["lifecycle"], "stopped");
     assert!(entry["pid"].is_null());
 
     let again = app.shutdown(json!({"model": "chat"})).await;
-    let status = again.status();
-    assert_error(status, &again.json().await.unwrap(), 500);
+    expect_error(again, 500).await;
 
     let response = app.load("chat").await;
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
@@ -134,9 +132,7 @@ async fn shutdown_of_a_busy_backend_fails_after_the_wait_unless_forced() {
 
     let started = Instant::now();
     let response = app.shutdown(json!({"model": "busy"})).await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_error(status, &body, 500);
+    let body = expect_error(response, 500).await;
     assert_eq!(body["error"]["type"], "backend_busy");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -263,15 +259,15 @@ async fn a_backend_that_exits_at_start_up_fails_with_its_exit_code_and_stderr() 
     assert!(error.contains("exit code 3"), "{error}");
     assert!(error.contains("cannot open model file"), "{error}");
     assert_eq!(entry["stderr_tail"], json!(["cannot open model file"]));
-    assert!(entry["pid"].is_null() && entry["address"].is_null(), "{entry}");
+    assert!(
+        entry["pid"].is_null() && entry["address"].is_null(),
+        "{entry}"
+    );
 
     let response = app.monitor("broken").await;
-    let status = response.status();
-    assert_error(status, &response.json().await.unwrap(), 500);
+    expect_error(response, 500).await;
     let response = app.load("broken").await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_error(status, &body, 500);
+    let body = expect_error(response, 500).await;
     assert!(
         body["error"]["message"]
             .as_str()

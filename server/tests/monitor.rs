@@ -4,6 +4,7 @@ mod helpers;
 
 use helpers::*;
 use proto::State;
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -58,13 +59,13 @@ async fn monitor_accepts_post_as_in_localais_curl_example() {
     let backend = spawn_backend(Behaviour::default()).await;
     let app = spawn_app(&external("llm", &backend.address, None)).await;
     let response = app
-        .http
-        .post(app.url("/backend/monitor"))
-        .header("Content-Type", "application/json")
-        .body(r#"{"model": "llm"}"#)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            "/backend/monitor",
+            Some("application/json"),
+            r#"{"model": "llm"}"#,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     app.stop().await;
 }
@@ -74,13 +75,13 @@ async fn monitor_ignores_unknown_json_fields() {
     let backend = spawn_backend(Behaviour::default()).await;
     let app = spawn_app(&external("llm", &backend.address, None)).await;
     let response = app
-        .http
-        .get(app.url("/backend/monitor"))
-        .header("Content-Type", "application/json; charset=utf-8")
-        .body(r#"{"model": "llm", "verbose": true, "extra": [1, 2]}"#)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::GET,
+            "/backend/monitor",
+            Some("application/json; charset=utf-8"),
+            r#"{"model": "llm", "verbose": true, "extra": [1, 2]}"#,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     app.stop().await;
 }
@@ -147,14 +148,12 @@ async fn a_hung_backend_is_bounded_by_the_status_deadline() {
 
     let started = Instant::now();
     let response = app.monitor("hung").await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );
-    assert_error(status, &body, 500);
+    expect_error(response, 500).await;
 
     let response = app.monitor("hung-with-pid").await;
     assert_eq!(response.status(), 200, "falls back when a pid is known");
@@ -168,9 +167,7 @@ async fn an_unreachable_backend_without_a_pid_is_a_500() {
     let port = server::supervisor::free_port().unwrap();
     let app = spawn_app(&external("gone", &format!("127.0.0.1:{port}"), None)).await;
     let response = app.monitor("gone").await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_error(status, &body, 500);
+    let body = expect_error(response, 500).await;
     assert!(body["error"]["message"].as_str().unwrap().contains("gone"));
     app.stop().await;
 }
@@ -179,9 +176,7 @@ async fn an_unreachable_backend_without_a_pid_is_a_500() {
 async fn monitor_returns_500_for_an_unknown_model() {
     let app = spawn_app("").await;
     let response = app.monitor("nope").await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_error(status, &body, 500);
+    let body = expect_error(response, 500).await;
     assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
     app.stop().await;
 }
@@ -208,17 +203,10 @@ async fn bad_requests_get_400_with_an_error_envelope() {
         (Some("application/x-www-form-urlencoded"), "force=1"),
     ];
     for (content_type, body) in cases {
-        let mut request = app
-            .http
-            .get(app.url("/backend/monitor"))
-            .body(body.to_string());
-        if let Some(ct) = content_type {
-            request = request.header("Content-Type", ct);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let json: Value = response.json().await.unwrap();
-        assert_error(status, &json, 400);
+        let response = app
+            .send(Method::GET, "/backend/monitor", content_type, body)
+            .await;
+        expect_error(response, 400).await;
     }
     let response = app
         .http
@@ -241,9 +229,7 @@ async fn wrong_methods_get_405_with_an_error_envelope() {
         .send()
         .await
         .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_error(status, &body, 405);
+    expect_error(response, 405).await;
     app.stop().await;
 }
 
@@ -306,8 +292,7 @@ async fn system_version_and_backends_describe_the_registry() {
         .send()
         .await
         .unwrap();
-    let status = missing.status();
-    assert_error(status, &missing.json().await.unwrap(), 404);
+    expect_error(missing, 404).await;
     app.stop().await;
 }
 

@@ -85,6 +85,24 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A request with an optional content type and a raw body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .body(body.to_string());
+        if let Some(ct) = content_type {
+            request = request.header("Content-Type", ct);
+        }
+        request.send().await.expect("request sent")
+    }
+
     /// `POST /backend/shutdown` with a JSON body.
     pub async fn shutdown(&self, body: serde_json::Value) -> reqwest::Response {
         self.http
@@ -157,8 +175,10 @@ impl TestApp {
     }
 }
 
-/// Asserts that `body` is LocalAI's error envelope with `code`.
-pub fn assert_error(status: reqwest::StatusCode, body: &serde_json::Value, code: u16) {
+/// Asserts that the response has status `code` and LocalAI's error envelope; returns the body.
+pub async fn expect_error(response: reqwest::Response, code: u16) -> serde_json::Value {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
     assert_eq!(status.as_u16(), code, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
@@ -168,6 +188,7 @@ pub fn assert_error(status: reqwest::StatusCode, body: &serde_json::Value, code:
         "{body}"
     );
     assert!(body["error"]["type"].is_string(), "{body}");
+    body
 }
 
 /// True while a process with this pid exists (zombies included).
