@@ -235,11 +235,8 @@ async fn a_backend_that_ignores_sigterm_is_killed_after_the_grace_period() {
     );
     assert!(!process_exists(pid), "killed and reaped");
     let logs: Value = app
-        .http
-        .get(app.url("/api/backends/stubborn"))
-        .send()
+        .get("/api/backends/stubborn")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -316,15 +313,7 @@ async fn a_missing_program_fails_without_taking_the_server_down() {
             .unwrap()
             .contains("/nonexistent/backend")
     );
-    assert_eq!(
-        app.http
-            .get(app.url("/version"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/version").await.status(), 200);
     app.stop().await;
 }
 

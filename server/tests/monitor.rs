@@ -42,7 +42,7 @@ async fn monitor_accepts_the_query_string_and_the_v1_alias() {
         "/backend/monitor?model=llm",
         "/v1/backend/monitor?model=llm",
     ] {
-        let response = app.http.get(app.url(path)).send().await.unwrap();
+        let response = app.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(
@@ -208,12 +208,7 @@ async fn bad_requests_get_400_with_an_error_envelope() {
             .await;
         expect_error(response, 400).await;
     }
-    let response = app
-        .http
-        .get(app.url("/backend/monitor?model="))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/backend/monitor?model=").await;
     assert_eq!(response.status(), 400);
     // The server is still fine afterwards.
     assert_eq!(app.monitor("llm").await.status(), 200);
@@ -223,12 +218,7 @@ async fn bad_requests_get_400_with_an_error_envelope() {
 #[tokio::test]
 async fn wrong_methods_get_405_with_an_error_envelope() {
     let app = spawn_app("").await;
-    let response = app
-        .http
-        .delete(app.url("/backend/monitor"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.send(Method::DELETE, "/backend/monitor", None, "").await;
     expect_error(response, 405).await;
     app.stop().await;
 }
@@ -241,28 +231,12 @@ async fn system_version_and_backends_describe_the_registry() {
         external("llm", &backend.address, None)
     ))
     .await;
-    let system: Value = app
-        .http
-        .get(app.url("/system"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let system: Value = app.get("/system").await.json().await.unwrap();
     assert_eq!(
         system,
         json!({"backends": ["llama-cpp"], "loaded_models": [{"id": "llm", "backend": "llama-cpp"}]})
     );
-    let version: Value = app
-        .http
-        .get(app.url("/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version: Value = app.get("/version").await.json().await.unwrap();
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
 
     // The background observer fills in the latest observation.
@@ -279,19 +253,9 @@ async fn system_version_and_backends_describe_the_registry() {
     assert_eq!(entry["address"], backend.address.as_str());
     assert_eq!(entry["observation"]["status"]["memory"]["total"], 3000);
 
-    let detail = app
-        .http
-        .get(app.url("/api/backends/llm"))
-        .send()
-        .await
-        .unwrap();
+    let detail = app.get("/api/backends/llm").await;
     assert_eq!(detail.status(), 200);
-    let missing = app
-        .http
-        .get(app.url("/api/backends/nope"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get("/api/backends/nope").await;
     expect_error(missing, 404).await;
     app.stop().await;
 }
@@ -307,7 +271,7 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let response = app.http.get(app.url("/")).send().await.unwrap();
+    let response = app.get("/").await;
     assert_eq!(response.status(), 200);
     let html = response.text().await.unwrap();
     assert!(html.contains(r#"data-model="llm""#), "{html}");
@@ -315,7 +279,7 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     assert!(html.contains(r#"aria-label="Shut down llm""#), "{html}");
     assert!(html.contains("2.9 KiB"), "memory total is rendered: {html}");
 
-    let page = app.http.get(app.url("/models/llm")).send().await.unwrap();
+    let page = app.get("/models/llm").await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Last minutes"));
     app.stop().await;

@@ -85,6 +85,15 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// A request with an optional content type and a raw body.
     pub async fn send(
         &self,
