@@ -28,6 +28,13 @@ ensure_tools() {
   command -v curl >/dev/null || { log "installing curl"; apt_install curl ca-certificates; }
   command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
 
+  for component in clippy rustfmt; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+      log "adding the $component component"
+      rustup component add "$component"
+    fi
+  done
+
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown

@@ -28,7 +28,7 @@ test.describe('the panel', () => {
     await expect(chat.locator('.badge.state')).toHaveText('Ready');
     await expect(chat.locator('.legend')).toContainText('weights');
     await expect(chat.locator('.legend')).toContainText('kv_cache');
-    await expect(page.getByTestId('running-count')).toHaveText('2 of 3');
+    await expect(page.getByTestId('running-count')).toHaveText('3 of 4');
   });
 
   test('shows the same memory as /backend/monitor', async ({ page, request }) => {
@@ -63,6 +63,24 @@ test.describe('the panel', () => {
     expect(monitored.memory_info.rss).toBeGreaterThan(48 * 1024 * 1024);
     const shown = Number(await row.locator('.process-metrics dd[data-bytes]').getAttribute('data-bytes'));
     expect(Math.abs(shown - monitored.memory_info.rss)).toBeLessThan(monitored.memory_info.rss * 0.02);
+  });
+
+  test('shows a hung backend as such without delaying the page', async ({ page, request }) => {
+    const panel = new PanelPage(page);
+    await panel.goto();
+    await panel.waitForHydration();
+    const row = panel.row('demo-hung');
+    await expect(row.locator('.badge.state')).toHaveText('Status timed out');
+    await expect(row.locator('.process-metrics')).toContainText('backend gave none: Status timed out');
+    // The page keeps refreshing every second although this backend never answers.
+    const refreshed = await page.getByTestId('refreshed-at').textContent();
+    await expect(page.getByTestId('refreshed-at')).not.toHaveText(refreshed ?? '', { timeout: 3_000 });
+    // /backend/monitor answers within its deadline, with the process fallback.
+    const started = Date.now();
+    const monitored = await request.get('/backend/monitor?model=demo-hung');
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(monitored.status()).toBe(200);
+    expect((await monitored.json()).memory_info.rss).toBeGreaterThan(16 * 1024 * 1024);
   });
 
   test('shows the error and stderr of a failing backend', async ({ page }) => {

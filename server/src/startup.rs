@@ -9,7 +9,7 @@ use app::directory::SharedDirectory;
 use app::{App, shell};
 use axum::Router;
 use axum::extract::FromRef;
-use leptos::config::LeptosOptions;
+use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::future::Future;
@@ -65,6 +65,7 @@ impl Application {
             .site_root(config.site_root.to_string_lossy().as_ref())
             .site_pkg_dir("pkg")
             .site_addr(local)
+            .env(Env::PROD)
             .build();
         let state = AppState {
             leptos_options,

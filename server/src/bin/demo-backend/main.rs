@@ -4,7 +4,8 @@
 //! `LoadModel` really allocates and touches the memory it is asked for (options
 //! `weights_mib:N` and `kv_cache_mib:N`), `Status` reports its own resident memory with that
 //! breakdown, and `Free` releases it. `--status-unimplemented` makes `Status` and `Free` answer
-//! UNIMPLEMENTED, like many real backends, to exercise the OS fallback.
+//! UNIMPLEMENTED, like many real backends, to exercise the OS fallback; `--status-delay` makes
+//! `Status` hang, like a stuck backend.
 
 use clap::Parser;
 use proto::backend_server::{Backend, BackendServer};
@@ -12,6 +13,7 @@ use proto::{HealthMessage, MemoryUsageData, ModelOptions, Reply, State, StatusRe
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Memory page size used to touch allocations so they become resident.
@@ -33,6 +35,9 @@ struct Args {
     /// Keep running on SIGTERM (to test the SIGKILL after the grace period).
     #[arg(long)]
     ignore_sigterm: bool,
+    /// Answer Status only after this long, e.g. `1h` (to show a hung backend).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    status_delay: Option<Duration>,
 }
 
 /// A loaded "model": buffers that really occupy memory.
@@ -44,6 +49,7 @@ struct Loaded {
 
 struct Demo {
     status_unimplemented: bool,
+    status_delay: Option<Duration>,
     loaded: Arc<Mutex<Option<Loaded>>>,
 }
 
@@ -128,6 +134,9 @@ impl Backend for Demo {
                 "Status is not implemented by this backend",
             ));
         }
+        if let Some(delay) = self.status_delay {
+            tokio::time::sleep(delay).await;
+        }
         let rss = server::process::read_memory_info(std::process::id())
             .map(|m| m.rss)
             .unwrap_or(0);
@@ -196,6 +205,7 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let demo = Demo {
         status_unimplemented: args.status_unimplemented,
+        status_delay: args.status_delay,
         loaded: Arc::new(Mutex::new(None)),
     };
     eprintln!("demo-backend listening on {}", args.addr);
