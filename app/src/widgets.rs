@@ -171,7 +171,7 @@ pub fn ProcessInfo(backend: BackendSummary) -> impl IntoView {
     }
 }
 
-/// Shut down (running) or Start (stopped or failed managed) for one model.
+/// Shut down (running or starting) or Start (stopped or failed managed) for one model.
 ///
 /// A plain HTML form posting to the JSON API's form-encoded variant, so it works before
 /// hydration and without JavaScript; once hydrated it asks for confirmation and posts JSON
@@ -187,7 +187,7 @@ pub fn ActionButton(
     let pending = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
     let (path, label, busy_label, question) = match lifecycle {
-        Lifecycle::Running => (
+        Lifecycle::Running | Lifecycle::Starting => (
             "/backend/shutdown",
             "Shut down",
             "Shutting down…",
@@ -229,7 +229,7 @@ pub fn ActionButton(
             <input type="hidden" name="return_to" value=return_to />
             <button
                 type="submit"
-                class=if lifecycle == Lifecycle::Running { "danger" } else { "primary" }
+                class=if path == "/backend/shutdown" { "danger" } else { "primary" }
                 aria-label=format!("{label} {name}")
                 disabled=move || pending.get()
             >

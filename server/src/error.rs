@@ -49,6 +49,7 @@ impl ApiError {
                 RegistryError::Unobservable { .. } | RegistryError::StartFailed { .. } => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "backend_error")
                 }
+                RegistryError::StartCancelled(_) => (StatusCode::CONFLICT, "start_cancelled"),
                 RegistryError::Closing => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             },
         }

@@ -70,6 +70,9 @@ pub enum RegistryError {
         /// What happened, with the exit status and last stderr line.
         message: String,
     },
+    /// A shutdown stopped the backend while it was starting.
+    #[error("the start of model {0:?} was cancelled by a shutdown")]
+    StartCancelled(String),
     /// backend-monitor is shutting down.
     #[error("backend-monitor is shutting down")]
     Closing,
@@ -106,6 +109,8 @@ struct Runtime {
     process: Option<ManagedProcess>,
     /// Completed shutdowns, so a request that queued behind another one can tell it was done.
     stops: u64,
+    /// Set by a shutdown that arrives while the backend is starting.
+    start_cancelled: bool,
 }
 
 /// One configured model and what is known about it.
@@ -181,6 +186,7 @@ impl Registry {
                     client: None,
                     process: None,
                     stops: 0,
+                    start_cancelled: false,
                 };
                 if let BackendSource::External { address, pid } = &spec.source {
                     runtime.address = Some(address.clone());
@@ -376,6 +382,7 @@ impl Registry {
                 return Err(RegistryError::Closing);
             }
             runtime.lifecycle = Lifecycle::Starting;
+            runtime.start_cancelled = false;
             runtime.last_error = None;
             runtime.observation = None;
             match supervisor::spawn(name, spec, &address, model.logs.clone()) {
@@ -395,7 +402,11 @@ impl Registry {
         };
         self.sampler.track(process.pid());
         tracing::info!(model = %name, pid = process.pid(), %address, "backend started");
-        if let Err(reason) = self.await_ready(&process, &client, spec).await {
+        let ready = self.await_ready(&process, &client, spec).await;
+        if let Some(cancelled) = self.finish_cancelled_start(model) {
+            return Err(cancelled);
+        }
+        if let Err(reason) = ready {
             let exit = match process.exit_info() {
                 Some(exit) => exit.to_string(),
                 None => format!(
@@ -407,13 +418,39 @@ impl Registry {
             return Err(fail(format!("{reason} ({exit}); last stderr line: {last}")));
         }
         {
+            // Checked under the same lock that makes it Running: a shutdown that saw it
+            // starting has cancelled it.
             let mut runtime = model.runtime();
-            runtime.lifecycle = Lifecycle::Running;
-            runtime.client = Some(client);
+            if !runtime.start_cancelled {
+                runtime.lifecycle = Lifecycle::Running;
+                runtime.client = Some(client);
+            }
+        }
+        if let Some(cancelled) = self.finish_cancelled_start(model) {
+            return Err(cancelled);
         }
         tracing::info!(model = %name, "backend ready");
         tokio::spawn(watch_exit(Arc::clone(model), process, self.sampler.clone()));
         Ok(())
+    }
+
+    /// When a shutdown cancelled this start, records the model as stopped and says so.
+    fn finish_cancelled_start(&self, model: &Model) -> Option<RegistryError> {
+        let mut runtime = model.runtime();
+        if !runtime.start_cancelled {
+            return None;
+        }
+        runtime.lifecycle = Lifecycle::Stopped;
+        runtime.process = None;
+        runtime.client = None;
+        runtime.address = None;
+        runtime.started = None;
+        runtime.stops += 1;
+        if let Some(pid) = runtime.pid.take() {
+            self.sampler.untrack(pid);
+        }
+        tracing::info!(model = %model.spec.name, "start cancelled by a shutdown");
+        Some(RegistryError::StartCancelled(model.spec.name.clone()))
     }
 
     /// Waits for `Health` = OK, then loads the model if one is configured.
@@ -461,10 +498,19 @@ impl Registry {
     /// Stops a running model: waits while it is BUSY (unless `force`), calls `Free`, then ends a
     /// managed backend's process group (SIGTERM, grace period, SIGKILL) and reaps it.
     ///
-    /// Concurrent shutdowns of one model do the work once; every caller gets its outcome.
+    /// Concurrent shutdowns of one model do the work once; every caller gets its outcome. A
+    /// backend still starting is stopped at once (its start fails as cancelled).
     pub async fn shutdown(&self, name: &str, force: bool) -> Result<(), RegistryError> {
         let model = self.find(name)?;
-        let stops_before = model.runtime().stops;
+        let (stops_before, starting) = {
+            let mut runtime = model.runtime();
+            let starting = runtime.lifecycle == Lifecycle::Starting;
+            runtime.start_cancelled |= starting;
+            (runtime.stops, runtime.process.clone().filter(|_| starting))
+        };
+        if let Some(process) = starting {
+            process.terminate(self.settings.stop_grace).await;
+        }
         let _operation = model.operation.lock().await;
         let client = {
             let runtime = model.runtime();

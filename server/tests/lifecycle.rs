@@ -354,3 +354,25 @@ async fn stopping_the_server_stops_every_managed_backend() {
     app.stop().await;
     assert!(!process_exists(a) && !process_exists(b));
 }
+
+#[tokio::test]
+async fn a_shutdown_during_start_up_stops_the_backend_at_once() {
+    let app = spawn_app(
+        "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_attempts = 100\nhealth_interval = \"200ms\"\nstop_grace = \"1s\"\n[[models]]\nname = \"slow\"\ncommand = [\"sh\", \"-c\", \"exec sleep 60\"]\n",
+    )
+    .await;
+    let starting = app.wait_for_lifecycle("slow", "starting", START).await;
+    let pid = starting["pid"].as_u64().unwrap() as u32;
+    let started = Instant::now();
+    let response = app.shutdown(json!({"model": "slow"})).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not wait for the start"
+    );
+    assert!(!process_exists(pid));
+    let entry = app.backend("slow").await;
+    assert_eq!(entry["lifecycle"], "stopped");
+    assert!(entry["last_error"].is_null(), "{entry}");
+    app.stop().await;
+}
