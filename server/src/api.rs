@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -31,6 +31,10 @@ pub fn routes() -> Router<AppState> {
         .route("/version", get(version))
         .route("/api/backends", get(backends))
         .route("/api/backends/{name}", get(backend_detail))
+        // Unknown API paths answer in JSON, not with the panel's HTML 404 page.
+        .route("/api/{*rest}", any(unknown_path))
+        .route("/backend/{*rest}", any(unknown_path))
+        .route("/v1/{*rest}", any(unknown_path))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
@@ -273,6 +277,10 @@ fn respond(request: ModelRequest, result: Result<&'static str, RegistryError>) -
             Redirect::to(&format!("{path}?{query}")).into_response()
         }
     }
+}
+
+async fn unknown_path(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no API endpoint at {}", uri.path()))
 }
 
 async fn system(State(registry): State<Arc<Registry>>) -> Json<Value> {

@@ -216,10 +216,13 @@ async fn bad_requests_get_400_with_an_error_envelope() {
 }
 
 #[tokio::test]
-async fn wrong_methods_get_405_with_an_error_envelope() {
+async fn wrong_methods_and_unknown_api_paths_get_an_error_envelope() {
     let app = spawn_app("").await;
     let response = app.send(Method::DELETE, "/backend/monitor", None, "").await;
     expect_error(response, 405).await;
+    for path in ["/backend/monitr", "/v1/nothing", "/api/nope/deeper"] {
+        expect_error(app.get(path).await, 404).await;
+    }
     app.stop().await;
 }
 
