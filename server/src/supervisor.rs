@@ -8,12 +8,14 @@ use std::fmt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 
 /// How long to wait for the output readers after the process exits (grandchildren may keep the
 /// pipes open forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most bytes read for one output line.
+const MAX_LINE_READ: u64 = 64 * 1024;
 /// How long to wait for the kernel to deliver SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -205,7 +207,10 @@ async fn capture(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        // Bounded, so a backend writing without newlines cannot make one huge allocation;
+        // a longer line arrives in pieces.
+        let mut limited = (&mut reader).take(MAX_LINE_READ);
+        match limited.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf).trim_end().to_string();

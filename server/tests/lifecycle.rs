@@ -376,3 +376,20 @@ async fn a_shutdown_during_start_up_stops_the_backend_at_once() {
     assert!(entry["last_error"].is_null(), "{entry}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn endless_output_lines_are_kept_bounded() {
+    let app = spawn_app(
+        "[[models]]\nname = \"noisy\"\ncommand = [\"sh\", \"-c\", \"head -c 300000 /dev/zero | tr '\\\\0' x >&2; exit 1\"]\n",
+    )
+    .await;
+    let entry = app.wait_for_lifecycle("noisy", "failed", START).await;
+    let tail = entry["stderr_tail"].as_array().unwrap();
+    assert!(!tail.is_empty(), "{entry}");
+    assert!(
+        tail.iter().all(|l| l.as_str().unwrap().len() < 5000),
+        "lines are cut"
+    );
+    assert!(entry["last_error"].as_str().unwrap().len() < 6000);
+    app.stop().await;
+}
