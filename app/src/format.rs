@@ -40,6 +40,24 @@ pub fn time_of_day(unix_ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// Percent-encodes a model name for use as one URL path segment.
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The path of a model's page.
+pub fn model_path(name: &str) -> String {
+    format!("/models/{}", path_segment(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +77,13 @@ mod tests {
         assert_eq!(duration(725), "12m 05s");
         assert_eq!(duration(3 * 3600 + 7 * 60), "3h 07m");
         assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d 04h");
+    }
+
+    #[test]
+    fn model_names_are_encoded_as_one_path_segment() {
+        assert_eq!(model_path("llama-3.1_8b~q4"), "/models/llama-3.1_8b~q4");
+        assert_eq!(model_path("a b/c?d"), "/models/a%20b%2Fc%3Fd");
+        assert_eq!(model_path("é"), "/models/%C3%A9");
     }
 
     #[test]

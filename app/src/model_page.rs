@@ -61,7 +61,7 @@ fn ModelView(initial: ModelDetail) -> impl IntoView {
     let on_done = Callback::new(move |()| refresh());
     let summary = Memo::new(move |_| detail.with(|d| d.summary.clone()));
     let controls = Memo::new(move |_| summary.with(|s| (s.lifecycle, s.kind)));
-    let return_to = format!("/models/{name}");
+    let return_to = format::model_path(&name);
     let action_name = name.clone();
     view! {
         <header class="model-header">

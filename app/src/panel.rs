@@ -144,7 +144,7 @@ fn BackendRow(
         Memo::new(move |_| snapshot.with(|s| s.backends.iter().find(|b| b.name == key).cloned()));
     let controls = Memo::new(move |_| row.with(|r| r.as_ref().map(|b| (b.lifecycle, b.kind))));
     let cell = move |render: fn(BackendSummary) -> AnyView| move || row.get().map(render);
-    let href = format!("/models/{name}");
+    let href = format::model_path(&name);
     let action_name = name.clone();
     let model_attr = name.clone();
     view! {

@@ -266,7 +266,12 @@ async fn system_version_and_backends_describe_the_registry() {
 #[tokio::test]
 async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     let backend = spawn_backend(Behaviour::default()).await;
-    let app = spawn_app(&external("llm", &backend.address, None)).await;
+    let app = spawn_app(&format!(
+        "{}{}",
+        external("llm", &backend.address, None),
+        external("my model/v2", &backend.address, None)
+    ))
+    .await;
     // Wait for the first observation so the memory cell has data.
     let start = Instant::now();
     while app.backend("llm").await["observation"].is_null()
@@ -285,5 +290,11 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     let page = app.get("/models/llm").await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Last minutes"));
+
+    // Names that are not URL-safe link to their page correctly.
+    assert!(html.contains(r#"href="/models/my%20model%2Fv2""#), "{html}");
+    let page = app.get("/models/my%20model%2Fv2").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<h1>my model/v2</h1>"));
     app.stop().await;
 }
