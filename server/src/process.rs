@@ -1,22 +1,30 @@
 //! Process metrics from the OS, used when a backend cannot answer `Status`.
 //!
-//! Memory counters are read fresh from `/proc/<pid>/status` at each request, so they match what the
-//! OS reports at that moment. CPU use needs two samples, so one long-lived `sysinfo::System`
-//! samples the tracked processes in the background and the latest value is served. Linux only:
-//! elsewhere every field reads 0.
+//! Everything comes from Linux's `/proc`, so the numbers are exactly what the OS reports. Memory
+//! counters are read from `/proc/<pid>/status` at each request. CPU use needs two readings, so a
+//! background task reads `/proc/<pid>/stat` (user + system time) of the tracked processes every
+//! second and serves the use over the last interval, in percent of one core (not the lifetime
+//! average). Linux only: elsewhere no process has metrics.
 
 use app::snapshot::{MemoryInfo, ProcessMetrics};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use std::time::{Duration, Instant};
 
-/// How often CPU use is sampled (sysinfo needs at least 200 ms between samples).
+/// How often CPU use is sampled.
 const CPU_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+
+/// One reading of a process's CPU time.
+#[derive(Clone, Copy)]
+struct CpuReading {
+    ticks: u64,
+    at: Instant,
+}
 
 #[derive(Default)]
 struct SamplerState {
     tracked: HashSet<u32>,
+    last: HashMap<u32, CpuReading>,
     cpu_percent: HashMap<u32, f64>,
 }
 
@@ -25,25 +33,26 @@ struct SamplerState {
 pub struct ProcessSampler {
     state: Arc<Mutex<SamplerState>>,
     total_memory: u64,
+    ticks_per_second: f64,
 }
 
 impl ProcessSampler {
     /// Creates the sampler and starts its background task on the current tokio runtime.
     pub fn start() -> Self {
-        let mut system = System::new();
-        system.refresh_memory();
         let sampler = Self {
             state: Arc::new(Mutex::new(SamplerState::default())),
-            total_memory: system.total_memory(),
+            total_memory: read_total_memory().unwrap_or(0),
+            ticks_per_second: clock_ticks_per_second(),
         };
         let state = Arc::downgrade(&sampler.state);
+        let ticks_per_second = sampler.ticks_per_second;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(CPU_SAMPLE_PERIOD);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 let Some(state) = state.upgrade() else { break };
-                sample_cpu(&mut system, &state);
+                sample_cpu(&state, ticks_per_second);
             }
         });
         sampler
@@ -58,6 +67,7 @@ impl ProcessSampler {
     pub fn untrack(&self, pid: u32) {
         let mut state = self.lock();
         state.tracked.remove(&pid);
+        state.last.remove(&pid);
         state.cpu_percent.remove(&pid);
     }
 
@@ -82,30 +92,60 @@ impl ProcessSampler {
     }
 }
 
-fn sample_cpu(system: &mut System, state: &Mutex<SamplerState>) {
-    let pids: Vec<Pid> = state
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .tracked
-        .iter()
-        .map(|p| Pid::from_u32(*p))
-        .collect();
-    if pids.is_empty() {
-        return;
-    }
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&pids),
-        true,
-        ProcessRefreshKind::nothing().with_cpu(),
-    );
+fn sample_cpu(state: &Mutex<SamplerState>, ticks_per_second: f64) {
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let pids: Vec<u32> = state.tracked.iter().copied().collect();
     for pid in pids {
-        if let Some(process) = system.process(pid) {
-            state
-                .cpu_percent
-                .insert(pid.as_u32(), f64::from(process.cpu_usage()));
+        let Some(ticks) = read_cpu_ticks(pid) else {
+            state.last.remove(&pid);
+            state.cpu_percent.remove(&pid);
+            continue;
+        };
+        let now = CpuReading {
+            ticks,
+            at: Instant::now(),
+        };
+        if let Some(before) = state.last.insert(pid, now) {
+            let seconds = now.at.duration_since(before.at).as_secs_f64();
+            if seconds > 0.0 {
+                let busy = now.ticks.saturating_sub(before.ticks) as f64 / ticks_per_second;
+                state.cpu_percent.insert(pid, busy / seconds * 100.0);
+            }
         }
     }
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc` (100 on almost every system).
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// User + system CPU time of `pid` in clock ticks, from `/proc/<pid>/stat`.
+fn read_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat)
+}
+
+/// Fields 14 and 15 (utime, stime) of a `stat` line; the command name may hold spaces and
+/// parentheses, so counting starts after its last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Physical memory in bytes (`MemTotal` of `/proc/meminfo`).
+fn read_total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
 }
 
 /// Reads the memory counters of `pid` from `/proc/<pid>/status`.
@@ -163,6 +203,13 @@ mod tests {
                 swap: 1024
             }
         );
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(280));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 
     #[test]

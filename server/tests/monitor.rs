@@ -298,3 +298,38 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     assert!(page.text().await.unwrap().contains("<h1>my model/v2</h1>"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn cpu_percent_is_recent_usage_not_the_lifetime_average() {
+    // Burns CPU for about three seconds, then idles: a lifetime average stays high, recent use drops.
+    let mut child = std::process::Command::new("perl")
+        .args(["-e", "my $end = time + 3; 1 while time < $end; sleep 30"])
+        .spawn()
+        .expect("perl runs");
+    let port = server::supervisor::free_port().unwrap();
+    let app = spawn_app(&external(
+        "busy",
+        &format!("127.0.0.1:{port}"),
+        Some(child.id()),
+    ))
+    .await;
+
+    let cpu = |body: Value| body["cpu_percent"].as_f64().unwrap();
+    let start = Instant::now();
+    let mut peak: f64 = 0.0;
+    let mut latest = f64::MAX;
+    while start.elapsed() < Duration::from_secs(10) {
+        latest = cpu(app.monitor("busy").await.json().await.unwrap());
+        peak = peak.max(latest);
+        if peak > 20.0 && latest < 5.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Other tests and builds share the cores, so the busy phase may get well under 100 %.
+    assert!(peak > 20.0, "the busy phase was seen: peak {peak}");
+    assert!(latest < 5.0, "idle again shortly after: {latest}");
+    app.stop().await;
+}
