@@ -177,6 +177,10 @@ test.describe('the panel', () => {
     await panel.goto();
     await panel.waitForHydration();
     await page.screenshot({ path: 'test-results/screenshots/panel-phone.png', fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 720 });
+    await page.goto('/models/demo-chat');
+    await expect(page.getByRole('img', { name: /^CPU: now/ })).toBeVisible();
+    await page.screenshot({ path: 'test-results/screenshots/model-page.png', fullPage: true });
   });
 });
 
