@@ -70,6 +70,22 @@ pub struct Settings {
     pub poll_interval: Duration,
 }
 
+impl Settings {
+    /// Rejects durations that cannot work: a zero poll interval or zero deadlines.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("poll_interval", self.poll_interval),
+            ("status_timeout", self.status_timeout),
+            ("free_timeout", self.free_timeout),
+            ("load_timeout", self.load_timeout),
+        ];
+        match positive.iter().find(|(_, d)| d.is_zero()) {
+            Some((name, _)) => Err(format!("`{name}` must be greater than 0")),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -209,6 +225,14 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// A setting is out of range.
+    #[error("invalid settings ({source_name}): {problem}")]
+    Settings {
+        /// The file, or "command line" for flags and environment.
+        source_name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The demo backend of the embedded default could not be found.
     #[error(
         "no --config given and the demo backend was not found ({0}); build it with `cargo build --release -p server --bin demo-backend` or pass --config"
@@ -241,6 +265,13 @@ impl Config {
         if let Some(t) = cli.stop_grace {
             settings.stop_grace = t;
         }
+        // The file's own values were checked by `parse`; only flags can be wrong here.
+        settings
+            .validate()
+            .map_err(|problem| ConfigError::Settings {
+                source_name: "command line".to_string(),
+                problem,
+            })?;
         Ok(Self {
             settings,
             models,
@@ -255,6 +286,12 @@ pub fn parse(text: &str, path: &Path) -> Result<(Settings, Vec<ModelSpec>), Conf
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;
+    file.settings
+        .validate()
+        .map_err(|problem| ConfigError::Settings {
+            source_name: path.display().to_string(),
+            problem,
+        })?;
     let mut seen = HashSet::new();
     let mut models = Vec::with_capacity(file.models.len());
     for (index, entry) in file.models.into_iter().enumerate() {
@@ -492,6 +529,16 @@ mod tests {
             models[1].source,
             BackendSource::External { pid: Some(42), .. }
         ));
+    }
+
+    #[test]
+    fn zero_intervals_and_deadlines_are_rejected() {
+        let msg = problem("[settings]\npoll_interval = \"0s\"\n");
+        assert!(
+            msg.contains("x.toml") && msg.contains("poll_interval"),
+            "{msg}"
+        );
+        assert!(problem("[settings]\nstatus_timeout = \"0ms\"\n").contains("status_timeout"));
     }
 
     #[test]
