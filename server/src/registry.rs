@@ -113,6 +113,24 @@ struct Runtime {
     start_cancelled: bool,
 }
 
+impl Runtime {
+    /// Enters `lifecycle` (stopped or failed) and forgets the observation and uptime; a managed
+    /// backend's process, pid, address and client go with it, an external one keeps its address.
+    fn release(&mut self, lifecycle: Lifecycle, sampler: &ProcessSampler) {
+        self.lifecycle = lifecycle;
+        self.observation = None;
+        self.started = None;
+        if let Some(pid) = self.pid {
+            sampler.untrack(pid);
+        }
+        if self.process.take().is_some() {
+            self.pid = None;
+            self.address = None;
+            self.client = None;
+        }
+    }
+}
+
 /// One configured model and what is known about it.
 #[derive(Debug)]
 struct Model {
@@ -358,15 +376,8 @@ impl Registry {
         let name = &model.spec.name;
         let fail = |message: String| {
             let mut runtime = model.runtime();
-            runtime.lifecycle = Lifecycle::Failed;
+            runtime.release(Lifecycle::Failed, &self.sampler);
             runtime.last_error = Some(message.clone());
-            runtime.process = None;
-            runtime.client = None;
-            runtime.address = None;
-            runtime.started = None;
-            if let Some(pid) = runtime.pid.take() {
-                self.sampler.untrack(pid);
-            }
             tracing::error!(model = %name, "start failed: {message}");
             RegistryError::StartFailed {
                 model: name.clone(),
@@ -403,6 +414,15 @@ impl Registry {
         self.sampler.track(process.pid());
         tracing::info!(model = %name, pid = process.pid(), %address, "backend started");
         let ready = self.await_ready(&process, &client, spec).await;
+        {
+            // Checked under the same lock that makes it Running: a shutdown that saw it
+            // starting has cancelled it.
+            let mut runtime = model.runtime();
+            if ready.is_ok() && !runtime.start_cancelled {
+                runtime.lifecycle = Lifecycle::Running;
+                runtime.client = Some(client);
+            }
+        }
         if let Some(cancelled) = self.finish_cancelled_start(model) {
             return Err(cancelled);
         }
@@ -417,18 +437,6 @@ impl Registry {
             let last = model.last_stderr_line();
             return Err(fail(format!("{reason} ({exit}); last stderr line: {last}")));
         }
-        {
-            // Checked under the same lock that makes it Running: a shutdown that saw it
-            // starting has cancelled it.
-            let mut runtime = model.runtime();
-            if !runtime.start_cancelled {
-                runtime.lifecycle = Lifecycle::Running;
-                runtime.client = Some(client);
-            }
-        }
-        if let Some(cancelled) = self.finish_cancelled_start(model) {
-            return Err(cancelled);
-        }
         tracing::info!(model = %name, "backend ready");
         tokio::spawn(watch_exit(Arc::clone(model), process, self.sampler.clone()));
         Ok(())
@@ -440,15 +448,8 @@ impl Registry {
         if !runtime.start_cancelled {
             return None;
         }
-        runtime.lifecycle = Lifecycle::Stopped;
-        runtime.process = None;
-        runtime.client = None;
-        runtime.address = None;
-        runtime.started = None;
+        runtime.release(Lifecycle::Stopped, &self.sampler);
         runtime.stops += 1;
-        if let Some(pid) = runtime.pid.take() {
-            self.sampler.untrack(pid);
-        }
         tracing::info!(model = %model.spec.name, "start cancelled by a shutdown");
         Some(RegistryError::StartCancelled(model.spec.name.clone()))
     }
@@ -543,19 +544,9 @@ impl Registry {
             tracing::info!(model = %name, pid = process.pid(), "backend stopped ({exit})");
         }
         let mut runtime = model.runtime();
-        runtime.lifecycle = Lifecycle::Stopped;
-        runtime.observation = None;
-        runtime.started = None;
+        runtime.release(Lifecycle::Stopped, &self.sampler);
         runtime.last_error = None;
         runtime.stops += 1;
-        if let Some(pid) = runtime.pid {
-            self.sampler.untrack(pid);
-        }
-        if runtime.process.take().is_some() {
-            runtime.pid = None;
-            runtime.address = None;
-            runtime.client = None;
-        }
         Ok(())
     }
 
@@ -712,15 +703,7 @@ async fn watch_exit(model: Arc<Model>, process: ManagedProcess, sampler: Process
     if ours && runtime.lifecycle == Lifecycle::Running {
         let message = format!("backend exited unexpectedly ({exit}); last stderr line: {last}");
         tracing::error!(model = %model.spec.name, "{message}");
-        runtime.lifecycle = Lifecycle::Failed;
+        runtime.release(Lifecycle::Failed, &sampler);
         runtime.last_error = Some(message);
-        runtime.observation = None;
-        runtime.started = None;
-        runtime.process = None;
-        runtime.client = None;
-        runtime.address = None;
-        if let Some(pid) = runtime.pid.take() {
-            sampler.untrack(pid);
-        }
     }
 }
