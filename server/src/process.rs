@@ -144,8 +144,13 @@ fn read_total_memory() -> Option<u64> {
     meminfo
         .lines()
         .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
+        .and_then(kib_to_bytes)
+}
+
+/// A `/proc` value like `  1234 kB` in bytes.
+fn kib_to_bytes(value: &str) -> Option<u64> {
+    let kib: u64 = value.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Reads the memory counters of `pid` from `/proc/<pid>/status`.
@@ -171,13 +176,7 @@ pub fn parse_status(text: &str) -> MemoryInfo {
             "VmSwap" => &mut info.swap,
             _ => continue,
         };
-        let kib = value
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0);
-        *field = kib * 1024;
+        *field = kib_to_bytes(value).unwrap_or(0);
     }
     info
 }
