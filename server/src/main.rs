@@ -29,10 +29,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(
-        "backend-monitor watching {models} model(s) on http://127.0.0.1:{}",
-        app.port()
-    );
+    if let Ok(addr) = app.local_addr() {
+        tracing::info!("backend-monitor watching {models} model(s) on http://{addr}");
+    }
     match app.run_until_stopped(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

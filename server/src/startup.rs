@@ -78,9 +78,14 @@ impl Application {
         })
     }
 
-    /// The port actually bound (useful with port 0).
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The port actually bound.
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
     /// The registry, for tests and embedding.
