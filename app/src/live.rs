@@ -10,8 +10,35 @@ use std::time::Duration;
 /// How often the panel refreshes itself.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(1);
 
+/// Keeps a view fresh: runs `load` every [`REFRESH_PERIOD`] while the calling component is
+/// mounted (in the browser only, never two at once) and hands each result to `apply`. Returns a
+/// callback that refreshes at once, e.g. after a button's action.
+pub fn keep_fresh<T, Fut>(
+    load: impl Fn() -> Fut + Clone + Send + Sync + 'static,
+    apply: impl Fn(T) + Clone + Send + Sync + 'static,
+) -> Callback<()>
+where
+    T: 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let in_flight = StoredValue::new(false);
+    let refresh = move || {
+        if in_flight.get_value() {
+            return;
+        }
+        in_flight.set_value(true);
+        let (load, apply) = (load.clone(), apply.clone());
+        leptos::task::spawn_local(async move {
+            apply(load().await);
+            in_flight.set_value(false);
+        });
+    };
+    every(REFRESH_PERIOD, refresh.clone());
+    Callback::new(move |()| refresh())
+}
+
 /// Runs `tick` every `period` while the calling component is mounted (in the browser only).
-pub fn every(period: Duration, tick: impl Fn() + Clone + 'static) {
+fn every(period: Duration, tick: impl Fn() + Clone + 'static) {
     Effect::new(move |_| {
         let handle = set_interval_with_handle(tick.clone(), period).ok();
         on_cleanup(move || {

@@ -40,25 +40,17 @@ pub fn ModelPage() -> impl IntoView {
 fn ModelView(initial: ModelDetail) -> impl IntoView {
     let name = initial.summary.name.clone();
     let detail = RwSignal::new(initial);
-    let in_flight = StoredValue::new(false);
-    let refresh = {
-        let name = name.clone();
-        move || {
-            if in_flight.get_value() {
-                return;
-            }
-            in_flight.set_value(true);
+    let on_done = live::keep_fresh(
+        {
             let name = name.clone();
-            leptos::task::spawn_local(async move {
-                if let Ok(Some(fresh)) = get_model(name).await {
-                    detail.set(fresh);
-                }
-                in_flight.set_value(false);
-            });
-        }
-    };
-    live::every(live::REFRESH_PERIOD, refresh.clone());
-    let on_done = Callback::new(move |()| refresh());
+            move || get_model(name.clone())
+        },
+        move |result| {
+            if let Ok(Some(fresh)) = result {
+                detail.set(fresh);
+            }
+        },
+    );
     let summary = Memo::new(move |_| detail.with(|d| d.summary.clone()));
     let controls = Memo::new(move |_| summary.with(|s| (s.lifecycle, s.kind)));
     let return_to = format::model_path(&name);

@@ -56,26 +56,14 @@ fn Dashboard(initial: PanelSnapshot) -> impl IntoView {
     let snapshot = RwSignal::new(initial);
     let connection_lost = RwSignal::new(false);
     let hydrated = RwSignal::new(false);
-    let in_flight = StoredValue::new(false);
-    let refresh = move || {
-        if in_flight.get_value() {
-            return;
-        }
-        in_flight.set_value(true);
-        leptos::task::spawn_local(async move {
-            match get_panel().await {
-                Ok(fresh) => {
-                    snapshot.set(fresh);
-                    connection_lost.set(false);
-                }
-                Err(_) => connection_lost.set(true),
-            }
-            in_flight.set_value(false);
-        });
-    };
     Effect::new(move |_| hydrated.set(true));
-    live::every(live::REFRESH_PERIOD, refresh);
-    let on_done = Callback::new(move |()| refresh());
+    let on_done = live::keep_fresh(get_panel, move |result| match result {
+        Ok(fresh) => {
+            snapshot.set(fresh);
+            connection_lost.set(false);
+        }
+        Err(_) => connection_lost.set(true),
+    });
     let names = Memo::new(move |_| {
         snapshot.with(|s| {
             s.backends
