@@ -41,9 +41,12 @@ ensure_tools() {
   fi
 
   if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION\$"; then
-    log "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 10 minutes on 2 cores)"
+    log "installing cargo-leptos $CARGO_LEPTOS_VERSION"
     # no_downloads: fail clearly instead of fetching tool binaries from GitHub.
-    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+    # Its own release profile (fat LTO, one codegen unit) more than doubles the compile time
+    # for a build tool whose speed does not matter here; the overrides keep it optimised.
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+      cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
   fi
 
   # The wasm-bindgen CLI must match the library version pinned in Cargo.lock exactly.
