@@ -184,6 +184,9 @@ pub struct Observation {
     pub status_error: Option<StatusFailure>,
     /// Process metrics, when a process id is known.
     pub process: Option<ProcessMetrics>,
+    /// Why the known process could not be sampled ("pid 4242 is not running").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_error: Option<String>,
 }
 
 impl Observation {
@@ -223,8 +226,12 @@ pub struct BackendSummary {
     pub address: Option<String>,
     /// Seconds since it started (or was attached), while it runs.
     pub uptime_secs: Option<u64>,
-    /// The last error (failed start, unexpected exit, failed shutdown).
+    /// The last error (failed start, unexpected exit).
     pub last_error: Option<String>,
+    /// Why the last shutdown was refused (the backend stayed busy) while it still runs; the
+    /// panel then offers a forced stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_refused: Option<String>,
     /// The latest observation while it runs.
     pub observation: Option<Observation>,
     /// The last lines the backend wrote to stderr.

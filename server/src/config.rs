@@ -19,6 +19,9 @@ use std::time::Duration;
     about = "Watch and control local AI model backends"
 )]
 pub struct Cli {
+    /// Internal subcommands.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// TOML file listing the models to watch. Without it, two demo backends are started.
     #[arg(long, short, env = "BACKEND_MONITOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -37,6 +40,21 @@ pub struct Cli {
     /// Folder holding the panel's compiled assets (`pkg/`) [default: next to the binary, else target/site].
     #[arg(long, env = "LEPTOS_SITE_ROOT")]
     pub site_root: Option<PathBuf>,
+}
+
+/// Subcommands of `backend-monitor`; without one, it serves.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Supervises one managed backend (run by backend-monitor itself; see `shim.rs`).
+    #[command(name = "__shim", hide = true)]
+    Shim {
+        /// The pipe on which to report the backend's pid.
+        #[arg(long)]
+        report_fd: std::os::fd::RawFd,
+        /// The backend's program and arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Server-wide settings; every field has a default.
@@ -192,6 +210,8 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
     /// Folder with the panel's compiled assets.
     pub site_root: PathBuf,
+    /// The program run as each managed backend's shim (`<shim> __shim …`): this executable.
+    pub shim: PathBuf,
 }
 
 /// Why the configuration could not be used.
@@ -233,6 +253,9 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// The path of this executable (run again as each backend's shim) is unknown.
+    #[error("cannot find backend-monitor's own executable: {0}")]
+    OwnExecutable(String),
     /// The demo backend of the embedded default could not be found.
     #[error(
         "no --config given and the demo backend was not found ({0}); build it with `cargo build --release -p server --bin demo-backend` or pass --config"
@@ -272,10 +295,13 @@ impl Config {
                 source_name: "command line".to_string(),
                 problem,
             })?;
+        let shim =
+            std::env::current_exe().map_err(|e| ConfigError::OwnExecutable(e.to_string()))?;
         Ok(Self {
             settings,
             models,
             site_root: cli.site_root.clone().unwrap_or_else(default_site_root),
+            shim,
         })
     }
 }

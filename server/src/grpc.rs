@@ -50,10 +50,13 @@ impl CallError {
     }
 }
 
-fn classify(status: tonic::Status) -> CallError {
+/// Sorts a gRPC error. `deadline_passed`: the call's deadline is (about) over, so a CANCELLED
+/// is the backend enforcing our `grpc-timeout` (tonic servers answer so), not a failure.
+fn classify(status: tonic::Status, deadline: Duration, deadline_passed: bool) -> CallError {
     match status.code() {
         Code::Unimplemented => CallError::Unimplemented,
-        Code::DeadlineExceeded => CallError::TimedOut(Duration::ZERO),
+        Code::DeadlineExceeded => CallError::TimedOut(deadline),
+        Code::Cancelled if deadline_passed => CallError::TimedOut(deadline),
         Code::Unavailable => CallError::Unreachable(status.message().to_string()),
         code => CallError::Failed {
             code,
@@ -83,14 +86,14 @@ impl BackendClient {
     /// `Health`: true when the backend answers exactly `OK`.
     pub async fn health(&self, deadline: Duration) -> Result<bool, CallError> {
         let mut raw = self.raw.clone();
-        let reply = call(deadline, raw.health(proto::HealthMessage {})).await?;
+        let reply = call(deadline, |r| raw.health(r), proto::HealthMessage {}).await?;
         Ok(reply.message == b"OK")
     }
 
     /// `Status`: the backend's state and memory.
     pub async fn status(&self, deadline: Duration) -> Result<BackendStatus, CallError> {
         let mut raw = self.raw.clone();
-        let reply = call(deadline, raw.status(proto::HealthMessage {})).await?;
+        let reply = call(deadline, |r| raw.status(r), proto::HealthMessage {}).await?;
         Ok(BackendStatus {
             state: BackendState::from_code(reply.state),
             memory: reply.memory.map(|m| MemoryUsage {
@@ -113,7 +116,7 @@ impl BackendClient {
             options: spec.options.clone(),
             ..Default::default()
         };
-        let result = call(deadline, raw.load_model(options)).await?;
+        let result = call(deadline, |r| raw.load_model(r), options).await?;
         if result.success {
             Ok(())
         } else {
@@ -124,7 +127,7 @@ impl BackendClient {
     /// `Free`: asks the backend to release its memory.
     pub async fn free(&self, deadline: Duration) -> Result<(), CallError> {
         let mut raw = self.raw.clone();
-        let result = call(deadline, raw.free(proto::HealthMessage {})).await?;
+        let result = call(deadline, |r| raw.free(r), proto::HealthMessage {}).await?;
         if result.success {
             Ok(())
         } else {
@@ -133,17 +136,26 @@ impl BackendClient {
     }
 }
 
-/// Runs one RPC under a deadline that also covers connecting.
-async fn call<T>(
+/// Runs one RPC under a deadline that also covers connecting. The deadline travels as
+/// `grpc-timeout`, so the backend can abandon work nobody waits for.
+async fn call<M, T, F>(
     deadline: Duration,
-    rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, CallError> {
-    match tokio::time::timeout(deadline, rpc).await {
+    rpc: impl FnOnce(tonic::Request<M>) -> F,
+    message: M,
+) -> Result<T, CallError>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(deadline, rpc(request)).await {
         Err(_) => Err(CallError::TimedOut(deadline)),
-        Ok(Err(status)) => Err(match classify(status) {
-            CallError::TimedOut(_) => CallError::TimedOut(deadline),
-            other => other,
-        }),
+        Ok(Err(status)) => {
+            // The backend's clock starts a little after ours.
+            let deadline_passed = started.elapsed() >= deadline.mul_f64(0.9);
+            Err(classify(status, deadline, deadline_passed))
+        }
         Ok(Ok(response)) => Ok(response.into_inner()),
     }
 }

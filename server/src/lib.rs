@@ -9,5 +9,6 @@ pub mod grpc;
 pub mod logs;
 pub mod process;
 pub mod registry;
+pub mod shim;
 pub mod startup;
 pub mod supervisor;

@@ -1,19 +1,34 @@
 //! `backend-monitor`: parses the configuration and runs the server until Ctrl-C or SIGTERM.
+//! Run as `backend-monitor __shim …`, it is the shim that supervises one managed backend.
 
 use clap::Parser;
-use server::config::{Cli, Config};
+use server::config::{Cli, Config, Subcommand};
+use server::shim;
 use server::startup::{Application, shutdown_signal};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Subcommand::Shim { report_fd, command }) = &cli.command {
+        shim::run(*report_fd, command);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> ExitCode {
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(e) => {

@@ -58,7 +58,7 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         let local = listener.local_addr().unwrap_or(addr);
-        let registry = Registry::new(config.models, config.settings);
+        let registry = Registry::new(config.models, config.settings, config.shim);
         registry.start_all();
         let leptos_options = LeptosOptions::builder()
             .output_name("backend-monitor")

@@ -3,6 +3,7 @@
 mod helpers;
 
 use helpers::*;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -47,7 +48,7 @@ async fn start_server(config: &tempfile::NamedTempFile) -> Server {
     }
 }
 
-/// Waits until both demo models run and returns their pids.
+/// Waits until every demo model runs and returns their pids.
 async fn running_pids(server: &Server) -> Vec<u32> {
     let http = reqwest::Client::new();
     let start = Instant::now();
@@ -74,19 +75,19 @@ async fn running_pids(server: &Server) -> Vec<u32> {
     }
 }
 
-fn two_demo_models() -> tempfile::NamedTempFile {
+/// Three demo models; the third is a wrapper script with a `setsid` grandchild, whose pid it
+/// writes to `pid_file`.
+fn three_demo_models(pid_file: &std::path::Path) -> tempfile::NamedTempFile {
     config_file(&format!(
-        "[settings]\nhealth_interval = \"100ms\"\n{}{}",
+        "[settings]\nhealth_interval = \"100ms\"\n{}{}{}",
         demo_model("a", &[], &["weights_mib:1"]),
-        demo_model("b", &["--status-unimplemented"], &["weights_mib:1"])
+        demo_model("b", &["--status-unimplemented"], &["weights_mib:1"]),
+        escaping_demo_model("c", pid_file)
     ))
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, signal);
-    }
+fn signal(child: &Child, signal: Signal) {
+    send_signal(child.id(), signal);
 }
 
 async fn wait_not_running(pids: &[u32], limit: Duration) -> bool {
@@ -102,10 +103,13 @@ async fn wait_not_running(pids: &[u32], limit: Duration) -> bool {
 
 #[tokio::test]
 async fn sigterm_stops_the_server_and_every_backend_it_started() {
-    let config = two_demo_models();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild.pid");
+    let config = three_demo_models(&pid_file);
     let mut server = start_server(&config).await;
-    let pids = running_pids(&server).await;
-    signal(&server.child, libc::SIGTERM);
+    let mut pids = running_pids(&server).await;
+    pids.push(read_pid_file(&pid_file).await);
+    signal(&server.child, Signal::SIGTERM);
     let status = server.child.wait().expect("server exits");
     assert!(status.success(), "{status}");
     assert!(
@@ -115,11 +119,14 @@ async fn sigterm_stops_the_server_and_every_backend_it_started() {
 }
 
 #[tokio::test]
-async fn backends_die_with_a_killed_server() {
-    let config = two_demo_models();
+async fn backends_and_their_escaped_grandchildren_die_with_a_killed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild.pid");
+    let config = three_demo_models(&pid_file);
     let mut server = start_server(&config).await;
-    let pids = running_pids(&server).await;
-    signal(&server.child, libc::SIGKILL);
+    let mut pids = running_pids(&server).await;
+    pids.push(read_pid_file(&pid_file).await);
+    signal(&server.child, Signal::SIGKILL);
     let _ = server.child.wait();
     assert!(
         wait_not_running(&pids, Duration::from_secs(5)).await,

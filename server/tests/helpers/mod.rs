@@ -52,6 +52,7 @@ pub async fn spawn_app(toml: &str) -> TestApp {
         settings,
         models,
         site_root: "target/site".into(),
+        shim: SERVER_BINARY.into(),
     };
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
@@ -205,6 +206,11 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Sends `signal` to `pid`; panics if it cannot be sent.
+pub fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal sent");
+}
+
 /// Waits until the process is gone (reaped), up to `limit`.
 pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
     let start = Instant::now();
@@ -228,6 +234,12 @@ pub struct Behaviour {
     pub status_unimplemented: bool,
     /// Reported memory.
     pub memory: Option<(u64, Vec<(&'static str, u64)>)>,
+    /// Answer `Status` with this error instead.
+    pub status_error: Option<tonic::Code>,
+    /// How long `Free` takes.
+    pub free_latency: Duration,
+    /// Answer `Free` with `success: false`.
+    pub free_fails: bool,
 }
 
 impl Default for Behaviour {
@@ -237,6 +249,10 @@ impl Default for Behaviour {
             state: State::Ready,
             status_unimplemented: false,
             memory: Some((3000, vec![("weights", 2000), ("kv_cache", 1000)])),
+            status_error: None,
+            // Slow enough that concurrent shutdowns overlap.
+            free_latency: Duration::from_millis(200),
+            free_fails: false,
         }
     }
 }
@@ -247,6 +263,16 @@ pub struct TestBackend {
     pub free_calls: Arc<AtomicUsize>,
     pub status_calls: Arc<AtomicUsize>,
     pub state: Arc<std::sync::Mutex<State>>,
+    /// The `grpc-timeout` header of every call received, in order.
+    pub deadlines: Arc<std::sync::Mutex<Vec<String>>>,
+    server: tokio::task::AbortHandle,
+}
+
+impl TestBackend {
+    /// Stops serving (the port closes; established connections are dropped).
+    pub fn close(&self) {
+        self.server.abort();
+    }
 }
 
 struct Scripted {
@@ -254,11 +280,25 @@ struct Scripted {
     free_calls: Arc<AtomicUsize>,
     status_calls: Arc<AtomicUsize>,
     state: Arc<std::sync::Mutex<State>>,
+    deadlines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    fn note_deadline<T>(&self, request: &Request<T>) {
+        let value = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_string();
+        self.deadlines.lock().expect("deadlines lock").push(value);
+    }
 }
 
 #[tonic::async_trait]
 impl Backend for Scripted {
-    async fn health(&self, _: Request<HealthMessage>) -> Result<Response<Reply>, Status> {
+    async fn health(&self, request: Request<HealthMessage>) -> Result<Response<Reply>, Status> {
+        self.note_deadline(&request);
         Ok(Response::new(Reply {
             message: b"OK".to_vec(),
             ..Default::default()
@@ -275,11 +315,18 @@ impl Backend for Scripted {
         }))
     }
 
-    async fn status(&self, _: Request<HealthMessage>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<HealthMessage>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.note_deadline(&request);
         self.status_calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.behaviour.status_latency).await;
         if self.behaviour.status_unimplemented {
             return Err(Status::unimplemented("no Status here"));
+        }
+        if let Some(code) = self.behaviour.status_error {
+            return Err(Status::new(code, "model state is corrupt"));
         }
         let state = *self.state.lock().expect("state lock");
         Ok(Response::new(StatusResponse {
@@ -298,13 +345,20 @@ impl Backend for Scripted {
         }))
     }
 
-    async fn free(&self, _: Request<HealthMessage>) -> Result<Response<proto::Result>, Status> {
+    async fn free(
+        &self,
+        request: Request<HealthMessage>,
+    ) -> Result<Response<proto::Result>, Status> {
+        self.note_deadline(&request);
         self.free_calls.fetch_add(1, Ordering::SeqCst);
-        // Slow enough that concurrent shutdowns overlap.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(self.behaviour.free_latency).await;
         Ok(Response::new(proto::Result {
-            message: "freed".into(),
-            success: true,
+            message: if self.behaviour.free_fails {
+                "cannot free: device busy".into()
+            } else {
+                "freed".into()
+            },
+            success: !self.behaviour.free_fails,
         }))
     }
 }
@@ -318,22 +372,62 @@ pub async fn spawn_backend(behaviour: Behaviour) -> TestBackend {
     let free_calls = Arc::new(AtomicUsize::new(0));
     let status_calls = Arc::new(AtomicUsize::new(0));
     let state = Arc::new(std::sync::Mutex::new(behaviour.state));
+    let deadlines = Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = Scripted {
         behaviour,
         free_calls: free_calls.clone(),
         status_calls: status_calls.clone(),
         state: state.clone(),
+        deadlines: deadlines.clone(),
     };
-    tokio::spawn(
+    let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(BackendServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    )
+    .abort_handle();
     TestBackend {
         address,
         free_calls,
         status_calls,
         state,
+        deadlines,
+        server,
+    }
+}
+
+/// A `[[models]]` entry for an external backend.
+pub fn external_model(name: &str, address: &str) -> String {
+    format!("[[models]]\nname = {name:?}\naddress = {address:?}\n")
+}
+
+/// A `[[models]]` entry whose backend is a shell wrapper that does not `exec` the demo backend
+/// and leaves a `setsid` grandchild behind, whose pid it writes to `pid_file`.
+pub fn escaping_demo_model(name: &str, pid_file: &Path) -> String {
+    let script = format!(
+        "setsid sleep 300 & echo $! > {}; \"$@\"; exit $?",
+        pid_file.display()
+    );
+    format!(
+        "[[models]]\nname = {name:?}\ncommand = [\"sh\", \"-c\", {script:?}, \"sh\", {DEMO_BACKEND:?}]\nmodel = \"demo.gguf\"\noptions = [\"weights_mib:1\"]\n"
+    )
+}
+
+/// Reads the pid a backend wrote to `pid_file`, waiting up to 10 s for it.
+pub async fn read_pid_file(pid_file: &Path) -> u32 {
+    let start = Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no pid in {pid_file:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

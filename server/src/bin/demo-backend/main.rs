@@ -5,7 +5,7 @@
 //! `weights_mib:N` and `kv_cache_mib:N`), `Status` reports its own resident memory with that
 //! breakdown, and `Free` releases it. `--status-unimplemented` makes `Status` and `Free` answer
 //! UNIMPLEMENTED, like many real backends, to exercise the OS fallback; `--status-delay` makes
-//! `Status` hang, like a stuck backend.
+//! `Status` hang, like a stuck backend; `--load-delay` makes `LoadModel` slow.
 
 use clap::Parser;
 use proto::backend_server::{Backend, BackendServer};
@@ -38,6 +38,9 @@ struct Args {
     /// Answer Status only after this long, e.g. `1h` (to show a hung backend).
     #[arg(long, value_parser = humantime::parse_duration)]
     status_delay: Option<Duration>,
+    /// Take this long to answer LoadModel, e.g. `2s` (a slow model load).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    load_delay: Option<Duration>,
 }
 
 /// A loaded "model": buffers that really occupy memory.
@@ -50,6 +53,7 @@ struct Loaded {
 struct Demo {
     status_unimplemented: bool,
     status_delay: Option<Duration>,
+    load_delay: Option<Duration>,
     loaded: Arc<Mutex<Option<Loaded>>>,
 }
 
@@ -104,6 +108,9 @@ impl Backend for Demo {
         request: Request<ModelOptions>,
     ) -> Result<Response<proto::Result>, Status> {
         let options = request.into_inner();
+        if let Some(delay) = self.load_delay {
+            tokio::time::sleep(delay).await;
+        }
         let sizes = match parse_options(&options.options) {
             Ok(sizes) => sizes,
             Err(message) => {
@@ -206,6 +213,7 @@ async fn main() -> std::process::ExitCode {
     let demo = Demo {
         status_unimplemented: args.status_unimplemented,
         status_delay: args.status_delay,
+        load_delay: args.load_delay,
         loaded: Arc::new(Mutex::new(None)),
     };
     eprintln!("demo-backend listening on {}", args.addr);

@@ -1,0 +1,297 @@
+//! The registry of configured models: one owner task per model ([`model`]), which alone starts
+//! ([`start`]) and stops ([`stop`]) its backend, and observers ([`observe`]) that feed the panel
+//! from the side, off the command path.
+//!
+//! The JSON API, the panel, and the exit path all go through [`Registry`]: they send a model's
+//! owner a command and await its reply. The work runs in the owner, not in the request's future,
+//! so a client that disconnects changes nothing.
+
+mod model;
+mod observe;
+mod start;
+mod stop;
+
+use crate::clock::now_rfc3339;
+use crate::config::{BackendSource, ModelSpec, Settings};
+use crate::grpc::CallError;
+use crate::process::{ProcessError, ProcessSampler};
+use app::directory::BackendDirectory;
+use app::snapshot::{
+    BackendKind, BackendStatus, BackendSummary, Lifecycle, LogStream, ModelDetail, PanelSnapshot,
+    ProcessMetrics,
+};
+use model::ModelHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use start::{Ended, NotReady, StartFailure};
+
+/// Log lines kept per backend.
+const LOG_LINES: usize = 500;
+/// Stderr lines shown with a failed backend.
+const STDERR_TAIL: usize = 5;
+
+/// What went wrong with a registry operation; mapped to HTTP in `error.rs`.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No model has this name.
+    #[error("model {0:?} is not configured")]
+    UnknownModel(String),
+    /// The model exists but is not running.
+    #[error("model {model:?} is not loaded (it is {lifecycle})")]
+    NotLoaded {
+        /// The model.
+        model: String,
+        /// Where it is instead.
+        lifecycle: Lifecycle,
+    },
+    /// Neither `Status` nor process metrics are available.
+    #[error("model {model:?}: backend did not answer Status ({status}) and {}", no_metrics(.process))]
+    Unobservable {
+        /// The model.
+        model: String,
+        /// Why `Status` failed.
+        status: CallError,
+        /// Why its process could not be sampled (`None`: no process is known).
+        process: Option<ProcessError>,
+    },
+    /// The backend stayed BUSY (or too busy to answer `Status`) for the whole wait.
+    #[error("model {model:?} is still busy after {waited:?}; retry later or send \"force\": true")]
+    Busy {
+        /// The model.
+        model: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// The backend could not be started.
+    #[error("model {model:?} failed to start: {cause}")]
+    StartFailed {
+        /// The model.
+        model: String,
+        /// What happened.
+        cause: StartFailure,
+    },
+    /// A shutdown stopped the backend while it was starting.
+    #[error("the start of model {0:?} was cancelled by a shutdown")]
+    StartCancelled(String),
+    /// backend-monitor is shutting down.
+    #[error("backend-monitor is shutting down")]
+    Closing,
+}
+
+fn no_metrics(process: &Option<ProcessError>) -> String {
+    match process {
+        Some(e) => format!("its process cannot be sampled: {e}"),
+        None => "no process is known to sample".to_string(),
+    }
+}
+
+/// What `/backend/monitor` reports: the backend's own answer, else its process metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// The backend answered `Status`.
+    Backend(BackendStatus),
+    /// It did not; these are the OS's numbers for its process.
+    Process(ProcessMetrics),
+}
+
+/// What [`Registry::start`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The backend was started (or re-attached) and is running.
+    Started,
+    /// It was already running; nothing was done.
+    AlreadyRunning,
+}
+
+/// Every configured model's owner; shared by the API, the panel and the exit path.
+pub struct Registry {
+    models: Vec<ModelHandle>,
+    settings: Arc<Settings>,
+    sampler: ProcessSampler,
+}
+
+impl Registry {
+    /// Starts one owner task per model (all stopped) and its observer. `shim` is the program
+    /// run as `shim __shim …` to supervise managed backends (backend-monitor itself). Must run
+    /// inside a tokio runtime.
+    pub fn new(specs: Vec<ModelSpec>, settings: Settings, shim: PathBuf) -> Arc<Self> {
+        let settings = Arc::new(settings);
+        let sampler = ProcessSampler::start();
+        let shim = Arc::new(shim);
+        let models = specs
+            .into_iter()
+            .map(|spec| {
+                let handle = model::spawn(model::Context {
+                    spec: Arc::new(spec),
+                    settings: Arc::clone(&settings),
+                    sampler: sampler.clone(),
+                    logs: Arc::new(crate::logs::LogBuffer::new(LOG_LINES)),
+                    shim: Arc::clone(&shim),
+                });
+                tokio::spawn(observe::observe_forever(
+                    handle.clone(),
+                    Arc::clone(&settings),
+                    sampler.clone(),
+                ));
+                handle
+            })
+            .collect();
+        Arc::new(Self {
+            models,
+            settings,
+            sampler,
+        })
+    }
+
+    /// Starts every managed backend in the background; failures are logged and shown.
+    pub fn start_all(&self) {
+        let managed = self
+            .models
+            .iter()
+            .filter(|m| matches!(m.spec.source, BackendSource::Managed(_)));
+        for model in managed {
+            let model = model.clone();
+            tokio::spawn(async move {
+                // The owner logs and records the outcome; nobody waits for it here.
+                let _ = model.start().await;
+            });
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn find(&self, name: &str) -> Result<&ModelHandle, RegistryError> {
+        self.models
+            .iter()
+            .find(|m| m.spec.name == name)
+            .ok_or_else(|| RegistryError::UnknownModel(name.to_string()))
+    }
+
+    /// Asks the backend for its status now (with the configured deadline); when it cannot
+    /// answer, samples its process instead. Never waits for a start or stop in progress.
+    ///
+    /// Fails when the model is not running, or when neither source answers.
+    pub async fn monitor(&self, name: &str) -> Result<Reading, RegistryError> {
+        let model = self.find(name)?;
+        let view = model.view();
+        let Some(client) = view.client else {
+            return Err(RegistryError::NotLoaded {
+                model: name.to_string(),
+                lifecycle: view.lifecycle,
+            });
+        };
+        let status = match client.status(self.settings.status_timeout).await {
+            Ok(status) => return Ok(Reading::Backend(status)),
+            Err(e) => e,
+        };
+        let unobservable = |process| RegistryError::Unobservable {
+            model: name.to_string(),
+            status: status.clone(),
+            process,
+        };
+        match view.watched {
+            Some(Ok(process)) => self
+                .sampler
+                .metrics(process)
+                .map(Reading::Process)
+                .map_err(|e| unobservable(Some(e))),
+            Some(Err(e)) => Err(unobservable(Some(e))),
+            None => Err(unobservable(None)),
+        }
+    }
+
+    /// Starts a stopped or failed model (re-attaches an external one after a health check);
+    /// joins a start in progress.
+    pub async fn start(&self, name: &str) -> Result<StartOutcome, RegistryError> {
+        self.find(name)?.start().await
+    }
+
+    /// Stops a running model: waits while it is BUSY (unless `force`), calls `Free`, then ends
+    /// a managed backend's process tree (SIGTERM, grace period, SIGKILL) and reaps it.
+    ///
+    /// Concurrent shutdowns of one model do the work once; every caller gets its outcome. A
+    /// backend still starting is stopped at once (its start fails as cancelled).
+    pub async fn shutdown(&self, name: &str, force: bool) -> Result<(), RegistryError> {
+        self.find(name)?.shutdown(force).await
+    }
+
+    /// Stops every managed backend (in parallel) through its owner, and refuses new starts;
+    /// used at exit.
+    pub async fn stop_all(&self) {
+        let mut stopping = tokio::task::JoinSet::new();
+        for model in &self.models {
+            let model = model.clone();
+            stopping.spawn(async move { model.exit().await });
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+
+    /// One summary per model, in configuration order.
+    pub fn summaries(&self) -> Vec<BackendSummary> {
+        self.models.iter().map(summarize).collect()
+    }
+
+    /// Names and backend labels of running models (for LocalAI's `/system`).
+    pub fn loaded(&self) -> Vec<(String, String)> {
+        self.models
+            .iter()
+            .filter(|m| m.view().lifecycle == Lifecycle::Running)
+            .map(|m| (m.spec.name.clone(), m.spec.backend.clone()))
+            .collect()
+    }
+
+    /// Distinct backend labels, in configuration order.
+    pub fn backend_labels(&self) -> Vec<String> {
+        let mut labels: Vec<String> = Vec::new();
+        for model in &self.models {
+            if !labels.contains(&model.spec.backend) {
+                labels.push(model.spec.backend.clone());
+            }
+        }
+        labels
+    }
+}
+
+impl BackendDirectory for Registry {
+    fn snapshot(&self) -> PanelSnapshot {
+        PanelSnapshot {
+            generated_at: now_rfc3339(),
+            backends: self.summaries(),
+        }
+    }
+
+    fn detail(&self, name: &str) -> Option<ModelDetail> {
+        let model = self.find(name).ok()?;
+        Some(ModelDetail {
+            summary: summarize(model),
+            history: model.observed.history(),
+            logs: model.logs.all(),
+        })
+    }
+}
+
+fn summarize(model: &ModelHandle) -> BackendSummary {
+    let view = model.view();
+    let running = view.lifecycle == Lifecycle::Running;
+    BackendSummary {
+        name: model.spec.name.clone(),
+        kind: match model.spec.source {
+            BackendSource::Managed(_) => BackendKind::Managed,
+            BackendSource::External { .. } => BackendKind::External,
+        },
+        backend: model.spec.backend.clone(),
+        lifecycle: view.lifecycle,
+        pid: view.pid,
+        address: view.address.clone(),
+        uptime_secs: view.since.map(|s| s.elapsed().as_secs()),
+        last_error: view.last_error.clone(),
+        shutdown_refused: view.shutdown_refused.clone(),
+        observation: model.observed.latest(view.run).filter(|_| running),
+        stderr_tail: model.logs.tail(LogStream::Stderr, STDERR_TAIL),
+    }
+}

@@ -1,0 +1,762 @@
+//! The owner of one model's lifecycle: a task holding the model's [`State`], driven by commands
+//! from [`ModelHandle`]s and by reports from the start and stop tasks it spawns. It alone starts,
+//! stops and forgets the backend's process, so at most one process per model can exist, and a
+//! caller that goes away never leaves work half done.
+//!
+//! What readers need (lifecycle, pid, the gRPC client…) is published as a [`ModelView`] through
+//! a `watch` channel, so the panel and `/backend/monitor` never queue behind a command.
+
+use super::observe::Observed;
+use super::start::{self, StartFailure};
+use super::stop::{self, StopPlan};
+use super::{RegistryError, StartOutcome};
+use crate::config::{BackendSource, ModelSpec, Settings};
+use crate::grpc::BackendClient;
+use crate::logs::LogBuffer;
+use crate::process::{ProcessError, ProcessId, ProcessSampler};
+use crate::supervisor::{ExitInfo, ManagedProcess};
+use app::snapshot::{Lifecycle, LogStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+/// Commands queued per model before senders wait.
+const COMMAND_QUEUE: usize = 64;
+
+/// Where a caller's answer goes; a caller that has gone away is simply not answered.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, RegistryError>>;
+
+/// What the handles ask of the owner.
+pub(super) enum Command {
+    /// Start (or attach) the backend, or join a start in progress.
+    Start(Reply<StartOutcome>),
+    /// Stop the backend, or join a stop in progress.
+    Shutdown { force: bool, reply: Reply<()> },
+    /// backend-monitor is exiting: stop a managed backend at once and refuse further starts.
+    Exit(oneshot::Sender<()>),
+}
+
+/// What the start and stop tasks report back.
+pub(super) enum Event {
+    /// The backend is ready (healthy and loaded), or could not be started.
+    StartFinished(Result<(), StartFailure>),
+    /// A shutdown's busy wait is over; `Free` and the process's end follow.
+    BusyWaitOver,
+    /// The backend stayed busy; the shutdown is refused and the backend keeps running.
+    StopRefused(RegistryError),
+    /// The backend is stopped (with its process's exit, for a managed one).
+    Stopped(Option<ExitInfo>),
+}
+
+/// Sends one task's events, tagged so that events of a task that was replaced are ignored.
+#[derive(Clone)]
+pub(super) struct Reporter {
+    task: u64,
+    events: mpsc::UnboundedSender<(u64, Event)>,
+}
+
+impl Reporter {
+    /// Reports to the owner; an owner that has gone away no longer cares.
+    pub(super) fn send(&self, event: Event) {
+        let _ = self.events.send((self.task, event));
+    }
+}
+
+/// What every model's owner works with.
+pub(super) struct Context {
+    pub(super) spec: Arc<ModelSpec>,
+    pub(super) settings: Arc<Settings>,
+    pub(super) sampler: ProcessSampler,
+    pub(super) logs: Arc<LogBuffer>,
+    pub(super) shim: Arc<PathBuf>,
+}
+
+/// What the readers of a model see: published by its owner after every change.
+#[derive(Clone, Debug)]
+pub(crate) struct ModelView {
+    pub(crate) lifecycle: Lifecycle,
+    /// Counts the starts, so observations of an earlier run are never shown for this one.
+    pub(crate) run: u64,
+    pub(crate) pid: Option<u32>,
+    pub(crate) address: Option<String>,
+    /// Since when it runs.
+    pub(crate) since: Option<Instant>,
+    pub(crate) last_error: Option<String>,
+    /// Why the last shutdown was refused while the backend still runs.
+    pub(crate) shutdown_refused: Option<String>,
+    /// Present while `Status` may be asked: running, or waiting for a busy backend to stop.
+    pub(crate) client: Option<BackendClient>,
+    /// The process whose metrics stand in when `Status` fails, or why it cannot be sampled.
+    pub(crate) watched: Option<Result<ProcessId, ProcessError>>,
+}
+
+/// A cheap, cloneable way to talk to one model's owner and read what it publishes.
+#[derive(Clone)]
+pub(crate) struct ModelHandle {
+    pub(crate) spec: Arc<ModelSpec>,
+    pub(crate) observed: Arc<Observed>,
+    pub(crate) logs: Arc<LogBuffer>,
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<ModelView>,
+}
+
+impl ModelHandle {
+    /// What the owner published last.
+    pub(crate) fn view(&self) -> ModelView {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change of the view.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<ModelView> {
+        self.view.clone()
+    }
+
+    /// Starts the backend, or joins the start in progress.
+    pub(crate) async fn start(&self) -> Result<StartOutcome, RegistryError> {
+        self.ask(Command::Start).await
+    }
+
+    /// Stops the backend, or joins the stop in progress.
+    pub(crate) async fn shutdown(&self, force: bool) -> Result<(), RegistryError> {
+        self.ask(|reply| Command::Shutdown { force, reply }).await
+    }
+
+    /// Stops a managed backend for good (backend-monitor is exiting).
+    pub(crate) async fn exit(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.commands.send(Command::Exit(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, RegistryError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| RegistryError::Closing)?;
+        answer.await.map_err(|_| RegistryError::Closing)?
+    }
+}
+
+/// Starts the owner task of one model and returns its handle. A managed model starts out
+/// stopped; an external one is attached at once (its backend may come and go on its own, which
+/// observation shows), and `load` re-attaches it after a health check.
+pub(super) fn spawn(context: Context) -> ModelHandle {
+    let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let state = match &context.spec.source {
+        BackendSource::Managed(_) => State::Stopped,
+        BackendSource::External { address, pid } => match start::connect(address) {
+            Ok(client) => {
+                let watched = pid.map(ProcessId::of);
+                if let Some(Ok(process)) = &watched {
+                    context.sampler.track(*process);
+                }
+                State::Running {
+                    run: Run {
+                        client,
+                        address: address.clone(),
+                        process: None,
+                        watched,
+                        since: Instant::now(),
+                    },
+                }
+            }
+            Err(cause) => State::Failed {
+                failure: Failure::Start(cause),
+            },
+        },
+    };
+    let owner = Owner {
+        state,
+        closing: false,
+        run: 1,
+        tasks: 0,
+        shutdown_refused: None,
+        commands: receiver,
+        events_tx,
+        events,
+        view: watch::Sender::new(initial_view(&context.spec)),
+        context,
+    };
+    let handle = ModelHandle {
+        spec: Arc::clone(&owner.context.spec),
+        observed: Arc::new(Observed::default()),
+        logs: Arc::clone(&owner.context.logs),
+        commands,
+        view: owner.view.subscribe(),
+    };
+    owner.publish();
+    tokio::spawn(owner.run());
+    handle
+}
+
+fn initial_view(spec: &ModelSpec) -> ModelView {
+    ModelView {
+        lifecycle: Lifecycle::Stopped,
+        run: 0,
+        pid: None,
+        address: external_address(spec),
+        since: None,
+        last_error: None,
+        shutdown_refused: None,
+        client: None,
+        watched: None,
+    }
+}
+
+/// An external backend's address is known (and shown) whether or not it is attached.
+fn external_address(spec: &ModelSpec) -> Option<String> {
+    match &spec.source {
+        BackendSource::External { address, .. } => Some(address.clone()),
+        BackendSource::Managed(_) => None,
+    }
+}
+
+/// One run of the backend: what exists from its start until it is stopped.
+struct Run {
+    client: BackendClient,
+    address: String,
+    /// A managed backend's process; `None` for an external one.
+    process: Option<ManagedProcess>,
+    watched: Option<Result<ProcessId, ProcessError>>,
+    since: Instant,
+}
+
+/// A start or stop task the owner spawned; aborted when dropped (when the state moves on).
+struct Task {
+    id: u64,
+    abort: AbortHandle,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.abort.abort();
+    }
+}
+
+/// Where a stop is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopPhase {
+    /// Waiting for a busy backend (which keeps serving `Status`).
+    BusyWait,
+    /// Calling `Free` and ending the process.
+    Ending,
+}
+
+/// Why the model is failed.
+#[derive(Clone, Debug, thiserror::Error)]
+enum Failure {
+    /// It could not be started.
+    #[error(transparent)]
+    Start(#[from] StartFailure),
+    /// Its process exited without being asked to.
+    #[error("backend exited unexpectedly ({exit}); last stderr line: {last_stderr}")]
+    Exited { exit: ExitInfo, last_stderr: String },
+}
+
+/// The model's lifecycle; each variant holds only what exists in it.
+enum State {
+    Stopped,
+    Failed {
+        failure: Failure,
+    },
+    Starting {
+        run: Run,
+        task: Task,
+        starters: Vec<Reply<StartOutcome>>,
+    },
+    Running {
+        run: Run,
+    },
+    Stopping {
+        run: Run,
+        task: Task,
+        phase: StopPhase,
+        stoppers: Vec<Reply<()>>,
+        /// Starts asked for during the stop: begun once it is done.
+        starters: Vec<Reply<StartOutcome>>,
+        exits: Vec<oneshot::Sender<()>>,
+    },
+}
+
+struct Owner {
+    context: Context,
+    state: State,
+    /// backend-monitor is exiting: no more starts.
+    closing: bool,
+    run: u64,
+    tasks: u64,
+    shutdown_refused: Option<String>,
+    commands: mpsc::Receiver<Command>,
+    events_tx: mpsc::UnboundedSender<(u64, Event)>,
+    events: mpsc::UnboundedReceiver<(u64, Event)>,
+    view: watch::Sender<ModelView>,
+}
+
+impl Owner {
+    async fn run(mut self) {
+        loop {
+            let running = match &self.state {
+                State::Running { run } => run.process.clone(),
+                _ => None,
+            };
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    // Every handle is gone: the registry was dropped.
+                    None => break,
+                },
+                Some((task, event)) = self.events.recv() => self.on_event(task, event).await,
+                exit = exited(running) => self.on_unexpected_exit(exit),
+            }
+            self.publish();
+        }
+        // Dropping the state kills a process still running (its shim handle's last owner).
+    }
+
+    fn name(&self) -> &str {
+        &self.context.spec.name
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Start(reply) => self.on_start(reply).await,
+            Command::Shutdown { force, reply } => self.on_shutdown(force, reply),
+            Command::Exit(done) => self.on_exit(done),
+        }
+    }
+
+    async fn on_start(&mut self, reply: Reply<StartOutcome>) {
+        if self.closing {
+            let _ = reply.send(Err(RegistryError::Closing));
+            return;
+        }
+        match &mut self.state {
+            State::Running { .. } => {
+                let _ = reply.send(Ok(StartOutcome::AlreadyRunning));
+            }
+            State::Starting { starters, .. } | State::Stopping { starters, .. } => {
+                starters.push(reply);
+            }
+            State::Stopped | State::Failed { .. } => self.begin_start(vec![reply]).await,
+        }
+    }
+
+    fn on_shutdown(&mut self, force: bool, reply: Reply<()>) {
+        match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Stopped => {
+                let _ = reply.send(Err(self.not_loaded(Lifecycle::Stopped)));
+            }
+            state @ State::Failed { .. } => {
+                self.state = state;
+                let _ = reply.send(Err(self.not_loaded(Lifecycle::Failed)));
+            }
+            State::Starting { run, starters, .. } => {
+                tracing::info!(model = %self.name(), "start cancelled by a shutdown");
+                let cancelled = RegistryError::StartCancelled(self.name().to_string());
+                for starter in starters {
+                    let _ = starter.send(Err(cancelled.clone()));
+                }
+                self.begin_stop(run, None, false, vec![reply], Vec::new());
+            }
+            State::Running { run } => {
+                self.shutdown_refused = None;
+                let busy_wait = (!force).then_some(self.context.settings.busy_wait);
+                self.begin_stop(run, busy_wait, true, vec![reply], Vec::new());
+            }
+            State::Stopping {
+                run,
+                task,
+                phase,
+                mut stoppers,
+                starters,
+                exits,
+            } => {
+                stoppers.push(reply);
+                self.state = State::Stopping {
+                    run,
+                    task,
+                    phase,
+                    stoppers,
+                    starters,
+                    exits,
+                };
+                if force {
+                    self.skip_busy_wait();
+                }
+            }
+        }
+    }
+
+    fn on_exit(&mut self, done: oneshot::Sender<()>) {
+        self.closing = true;
+        match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Starting { run, starters, .. } => {
+                for starter in starters {
+                    let _ = starter.send(Err(RegistryError::Closing));
+                }
+                self.begin_stop(run, None, false, Vec::new(), vec![done]);
+            }
+            State::Running { run } if run.process.is_some() => {
+                self.begin_stop(run, None, false, Vec::new(), vec![done]);
+            }
+            State::Stopping {
+                run,
+                task,
+                phase,
+                stoppers,
+                starters,
+                mut exits,
+            } => {
+                exits.push(done);
+                for starter in starters {
+                    let _ = starter.send(Err(RegistryError::Closing));
+                }
+                self.state = State::Stopping {
+                    run,
+                    task,
+                    phase,
+                    stoppers,
+                    starters: Vec::new(),
+                    exits,
+                };
+                self.skip_busy_wait();
+            }
+            // Stopped, failed, or an external backend, which backend-monitor did not start and
+            // leaves running.
+            state => {
+                self.state = state;
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Turns a stop that waits for a busy backend into a forced one.
+    fn skip_busy_wait(&mut self) {
+        if let State::Stopping {
+            run,
+            task,
+            phase: phase @ StopPhase::BusyWait,
+            ..
+        } = &mut self.state
+        {
+            let plan = stop_plan(&self.context, run, None, true);
+            *task = spawn_task(&mut self.tasks, &self.events_tx, |reporter| {
+                stop::stop(plan, reporter)
+            });
+            *phase = StopPhase::Ending;
+        }
+    }
+
+    async fn on_event(&mut self, task: u64, event: Event) {
+        let current = match &self.state {
+            State::Starting { task, .. } | State::Stopping { task, .. } => task.id,
+            _ => return,
+        };
+        if task != current {
+            return;
+        }
+        match (std::mem::replace(&mut self.state, State::Stopped), event) {
+            (State::Starting { run, starters, .. }, Event::StartFinished(Ok(()))) => {
+                tracing::info!(model = %self.name(), address = %run.address, "backend ready");
+                self.state = State::Running { run };
+                for starter in starters {
+                    let _ = starter.send(Ok(StartOutcome::Started));
+                }
+            }
+            (State::Starting { run, starters, .. }, Event::StartFinished(Err(cause))) => {
+                self.forget(&run);
+                self.fail_start(cause, starters);
+            }
+            (
+                State::Stopping {
+                    run,
+                    task,
+                    stoppers,
+                    starters,
+                    exits,
+                    ..
+                },
+                Event::BusyWaitOver,
+            ) => {
+                self.state = State::Stopping {
+                    run,
+                    task,
+                    phase: StopPhase::Ending,
+                    stoppers,
+                    starters,
+                    exits,
+                };
+            }
+            (
+                State::Stopping {
+                    run,
+                    stoppers,
+                    starters,
+                    exits,
+                    ..
+                },
+                Event::StopRefused(error),
+            ) => {
+                tracing::warn!(model = %self.name(), "shutdown refused: {error}");
+                self.shutdown_refused = Some(error.to_string());
+                self.state = State::Running { run };
+                for stopper in stoppers {
+                    let _ = stopper.send(Err(error.clone()));
+                }
+                for starter in starters {
+                    let _ = starter.send(Ok(StartOutcome::AlreadyRunning));
+                }
+                for done in exits {
+                    let _ = done.send(());
+                }
+            }
+            (
+                State::Stopping {
+                    run,
+                    stoppers,
+                    starters,
+                    exits,
+                    ..
+                },
+                Event::Stopped(exit),
+            ) => {
+                match (&run.process, exit) {
+                    (Some(process), Some(exit)) => {
+                        tracing::info!(model = %self.name(), pid = process.pid(), "backend stopped ({exit})");
+                    }
+                    _ => tracing::info!(model = %self.name(), "backend detached"),
+                }
+                self.forget(&run);
+                self.shutdown_refused = None;
+                for stopper in stoppers {
+                    let _ = stopper.send(Ok(()));
+                }
+                for done in exits {
+                    let _ = done.send(());
+                }
+                if !starters.is_empty() && !self.closing {
+                    self.begin_start(starters).await;
+                }
+            }
+            (state, _) => self.state = state,
+        }
+    }
+
+    fn on_unexpected_exit(&mut self, exit: ExitInfo) {
+        let State::Running { run } = std::mem::replace(&mut self.state, State::Stopped) else {
+            return;
+        };
+        self.forget(&run);
+        let failure = Failure::Exited {
+            exit,
+            last_stderr: last_stderr_line(&self.context.logs),
+        };
+        tracing::error!(model = %self.name(), "{failure}");
+        self.shutdown_refused = None;
+        self.state = State::Failed { failure };
+    }
+
+    /// Prepares a run (spawning a managed backend's process) and starts waiting for it.
+    async fn begin_start(&mut self, starters: Vec<Reply<StartOutcome>>) {
+        self.run += 1;
+        self.shutdown_refused = None;
+        let prepared = match &self.context.spec.source {
+            BackendSource::Managed(spec) => {
+                start::launch(&self.context, spec)
+                    .await
+                    .map(|(client, address, process)| Run {
+                        client,
+                        address,
+                        watched: Some(Ok(process.id())),
+                        process: Some(process),
+                        since: Instant::now(),
+                    })
+            }
+            BackendSource::External { address, pid } => start::connect(address).map(|client| Run {
+                client,
+                address: address.clone(),
+                process: None,
+                watched: pid.map(ProcessId::of),
+                since: Instant::now(),
+            }),
+        };
+        let run = match prepared {
+            Ok(run) => run,
+            Err(cause) => return self.fail_start(cause, starters),
+        };
+        if let Some(Ok(process)) = &run.watched {
+            self.context.sampler.track(*process);
+        }
+        let settings = Arc::clone(&self.context.settings);
+        let logs = Arc::clone(&self.context.logs);
+        let client = run.client.clone();
+        let process = run.process.clone();
+        let load = match &self.context.spec.source {
+            BackendSource::Managed(spec) => spec.load.clone(),
+            BackendSource::External { .. } => None,
+        };
+        let task = spawn_task(
+            &mut self.tasks,
+            &self.events_tx,
+            move |reporter| async move {
+                let result = match process {
+                    Some(process) => {
+                        start::await_ready(&process, &client, load.as_ref(), &settings, &logs).await
+                    }
+                    None => start::await_attached(&client, &settings).await,
+                };
+                reporter.send(Event::StartFinished(result));
+            },
+        );
+        self.state = State::Starting {
+            run,
+            task,
+            starters,
+        };
+    }
+
+    fn fail_start(&mut self, cause: StartFailure, starters: Vec<Reply<StartOutcome>>) {
+        let error = RegistryError::StartFailed {
+            model: self.name().to_string(),
+            cause: cause.clone(),
+        };
+        tracing::error!(model = %self.name(), "{error}");
+        self.state = State::Failed {
+            failure: Failure::Start(cause),
+        };
+        for starter in starters {
+            let _ = starter.send(Err(error.clone()));
+        }
+    }
+
+    /// Begins stopping `run`; `busy_wait: None` skips the wait for a busy backend.
+    fn begin_stop(
+        &mut self,
+        run: Run,
+        busy_wait: Option<Duration>,
+        free: bool,
+        stoppers: Vec<Reply<()>>,
+        exits: Vec<oneshot::Sender<()>>,
+    ) {
+        let plan = stop_plan(&self.context, &run, busy_wait, free);
+        let task = spawn_task(&mut self.tasks, &self.events_tx, |reporter| {
+            stop::stop(plan, reporter)
+        });
+        self.state = State::Stopping {
+            run,
+            task,
+            phase: if busy_wait.is_some() {
+                StopPhase::BusyWait
+            } else {
+                StopPhase::Ending
+            },
+            stoppers,
+            starters: Vec::new(),
+            exits,
+        };
+    }
+
+    /// Stops sampling a run's process.
+    fn forget(&self, run: &Run) {
+        if let Some(Ok(process)) = &run.watched {
+            self.context.sampler.untrack(*process);
+        }
+    }
+
+    fn not_loaded(&self, lifecycle: Lifecycle) -> RegistryError {
+        RegistryError::NotLoaded {
+            model: self.name().to_string(),
+            lifecycle,
+        }
+    }
+
+    fn publish(&self) {
+        let spec = &self.context.spec;
+        let (lifecycle, run, client) = match &self.state {
+            State::Stopped => (Lifecycle::Stopped, None, None),
+            State::Failed { .. } => (Lifecycle::Failed, None, None),
+            State::Starting { run, .. } => (Lifecycle::Starting, Some(run), None),
+            State::Running { run } => (Lifecycle::Running, Some(run), Some(&run.client)),
+            State::Stopping { run, phase, .. } => (
+                Lifecycle::Stopping,
+                Some(run),
+                (*phase == StopPhase::BusyWait).then_some(&run.client),
+            ),
+        };
+        self.view.send_replace(ModelView {
+            lifecycle,
+            run: self.run,
+            pid: run.and_then(|r| match &r.watched {
+                Some(Ok(process)) => Some(process.pid),
+                _ => None,
+            }),
+            address: run
+                .map(|r| r.address.clone())
+                .or_else(|| external_address(spec)),
+            since: run
+                .filter(|_| lifecycle == Lifecycle::Running)
+                .map(|r| r.since),
+            last_error: match &self.state {
+                State::Failed { failure } => Some(failure.to_string()),
+                _ => None,
+            },
+            shutdown_refused: self
+                .shutdown_refused
+                .clone()
+                .filter(|_| lifecycle == Lifecycle::Running),
+            client: client.cloned(),
+            watched: run.and_then(|r| r.watched.clone()),
+        });
+    }
+}
+
+fn stop_plan(context: &Context, run: &Run, busy_wait: Option<Duration>, free: bool) -> StopPlan {
+    StopPlan {
+        model: context.spec.name.clone(),
+        client: run.client.clone(),
+        process: run.process.clone(),
+        busy_wait,
+        free,
+        settings: Arc::clone(&context.settings),
+    }
+}
+
+/// Spawns a start or stop task whose events carry a fresh id.
+fn spawn_task<F>(
+    counter: &mut u64,
+    events: &mpsc::UnboundedSender<(u64, Event)>,
+    work: impl FnOnce(Reporter) -> F,
+) -> Task
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    *counter += 1;
+    let reporter = Reporter {
+        task: *counter,
+        events: events.clone(),
+    };
+    Task {
+        id: *counter,
+        abort: tokio::spawn(work(reporter)).abort_handle(),
+    }
+}
+
+/// Resolves when a running managed backend exits; never for anything else.
+async fn exited(process: Option<ManagedProcess>) -> ExitInfo {
+    match process {
+        Some(process) => process.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The backend's last non-empty stderr line, for error messages.
+pub(super) fn last_stderr_line(logs: &LogBuffer) -> String {
+    logs.tail(LogStream::Stderr, 1)
+        .pop()
+        .unwrap_or_else(|| "(none)".to_string())
+}

@@ -1,0 +1,119 @@
+//! Observation for the panel: one task per model calls `Status` (and samples the process) every
+//! poll interval while the model runs, off the command path, so a hung backend delays neither a
+//! command nor a page.
+
+use super::model::{ModelHandle, ModelView};
+use crate::clock::unix_ms;
+use crate::config::Settings;
+use crate::process::ProcessSampler;
+use app::snapshot::{HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// History points kept per backend (10 minutes at the default 1 s poll interval).
+pub(super) const HISTORY_POINTS: usize = 600;
+
+/// The latest observation of a model and its recent history.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The latest observation and the run it belongs to.
+    latest: Option<(u64, Observation)>,
+    history: VecDeque<HistoryPoint>,
+}
+
+impl Observed {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records an observation of run `run` and adds it to the history.
+    pub(super) fn record(&self, run: u64, observation: Observation) {
+        let point = HistoryPoint {
+            at_unix_ms: observation.at_unix_ms,
+            memory_bytes: observation.memory_bytes(),
+            cpu_percent: observation.process.as_ref().map(|p| p.cpu_percent),
+        };
+        let mut inner = self.lock();
+        inner.latest = Some((run, observation));
+        if inner.history.len() == HISTORY_POINTS {
+            inner.history.pop_front();
+        }
+        inner.history.push_back(point);
+    }
+
+    /// The latest observation, if it belongs to run `run`.
+    pub(super) fn latest(&self, run: u64) -> Option<Observation> {
+        match &self.lock().latest {
+            Some((of, observation)) if *of == run => Some(observation.clone()),
+            _ => None,
+        }
+    }
+
+    /// The history, oldest first.
+    pub(super) fn history(&self) -> Vec<app::snapshot::HistoryPoint> {
+        self.lock().history.iter().cloned().collect()
+    }
+}
+
+/// Observes one model every poll interval while it runs, until its owner is gone.
+pub(super) async fn observe_forever(
+    model: ModelHandle,
+    settings: Arc<Settings>,
+    sampler: ProcessSampler,
+) {
+    let mut views = model.subscribe();
+    let mut ticker = tokio::time::interval(settings.poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let view = views.borrow_and_update().clone();
+        if view.lifecycle != Lifecycle::Running {
+            if views.changed().await.is_err() {
+                return;
+            }
+            // Observe a backend that has just come up at once.
+            ticker.reset_immediately();
+            continue;
+        }
+        ticker.tick().await;
+        let observation = observe(&view, &settings, &sampler).await;
+        model.observed.record(view.run, observation);
+    }
+}
+
+/// Calls `Status` and samples the process (when one is known).
+async fn observe(view: &ModelView, settings: &Settings, sampler: &ProcessSampler) -> Observation {
+    let status = match &view.client {
+        Some(client) => client
+            .status(settings.status_timeout)
+            .await
+            .map_err(|e| e.to_status_failure()),
+        None => Err(StatusFailure {
+            kind: StatusFailureKind::Unreachable,
+            message: "no gRPC client".to_string(),
+        }),
+    };
+    let (process, process_error) = match &view.watched {
+        Some(Ok(id)) => match sampler.metrics(*id) {
+            Ok(metrics) => (Some(metrics), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
+    let (status, status_error) = match status {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(e)),
+    };
+    Observation {
+        at_unix_ms: unix_ms(),
+        status,
+        status_error,
+        process,
+        process_error,
+    }
+}
