@@ -350,3 +350,50 @@ pub fn demo_model(name: &str, args: &[&str], options: &[&str]) -> String {
         options.join(", ")
     )
 }
+
+/// Like [`spawn_app`] (same fast settings), with admin and read-only API keys configured.
+pub async fn spawn_app_with_keys(toml: &str, admin: &[&str], read: &[&str]) -> TestApp {
+    init_logs();
+    let text = format!(
+        "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_interval = \"100ms\"\nhealth_attempts = 50\nstop_grace = \"3s\"\nbusy_wait = \"1s\"\npoll_interval = \"200ms\"\n{toml}"
+    );
+    let (mut settings, models) =
+        parse(&text, Path::new("test.toml")).expect("test config is valid");
+    let keys = |keys: &[&str]| {
+        keys.iter()
+            .map(|k| k.parse().expect("infallible"))
+            .collect()
+    };
+    settings.api_keys = server::config::ApiKeys {
+        admin: keys(admin),
+        read: keys(read),
+    };
+    settings.validate().expect("test keys are valid");
+    let config = Config {
+        settings,
+        models,
+        site_root: "target/site".into(),
+    };
+    let app = Application::build(config).await.expect("app builds");
+    let port = app.port();
+    let registry = app.registry();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        registry,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// An HTTP client that shows redirects instead of following them.
+pub fn client_without_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client builds")
+}
