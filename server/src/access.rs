@@ -60,6 +60,16 @@ pub enum Role {
     Admin,
 }
 
+/// Leptos context: tells the panel's server functions what the request's key or session may do
+/// (the guard put its [`Role`] on the request).
+pub fn provide_permissions() {
+    let role = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Role>().copied());
+    leptos::prelude::provide_context(app::snapshot::Permissions {
+        can_control: role == Some(Role::Admin),
+    });
+}
+
 /// What a path is, as far as the guard is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RouteClass {

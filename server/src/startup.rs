@@ -138,6 +138,7 @@ fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     let context = move || {
         headers::provide_request_nonce();
+        access::provide_permissions();
         provide_context(directory.clone());
     };
     Router::new()

@@ -579,3 +579,44 @@ async fn security_headers_are_on_pages_api_answers_and_errors() {
     assert_ne!(csp, again);
     app.stop().await;
 }
+
+/// The opening tag of the button labelled `label` in `html`.
+fn button_tag<'a>(html: &'a str, label: &str) -> &'a str {
+    let at = html
+        .find(&format!(r#"aria-label="{label}""#))
+        .unwrap_or_else(|| panic!("no button {label:?} in {html}"));
+    let start = html[..at].rfind("<button").expect("button start");
+    let end = at + html[at..].find('>').expect("button end");
+    &html[start..=end]
+}
+
+#[tokio::test]
+async fn a_read_session_sees_the_panel_with_its_controls_disabled() {
+    let (app, _backend) = app_with_keys().await;
+    app.wait_for_lifecycle_with_key("llm", "running", ADMIN_KEY)
+        .await;
+    let page = |cookie: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .get(app.url("/"))
+                .header(COOKIE, cookie)
+                .header("Accept", "text/html")
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 200);
+            response.text().await.expect("html")
+        }
+    };
+    let (read, _) = sign_in(&app, READ_KEY, "/").await;
+    let html = page(read).await;
+    let tag = button_tag(&html, "Shut down llm");
+    assert!(tag.contains(" disabled"), "{tag}");
+    let (admin, _) = sign_in(&app, ADMIN_KEY, "/").await;
+    let html = page(admin).await;
+    let tag = button_tag(&html, "Shut down llm");
+    assert!(!tag.contains(" disabled"), "{tag}");
+    app.stop().await;
+}

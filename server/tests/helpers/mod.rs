@@ -397,3 +397,34 @@ pub fn client_without_redirects() -> reqwest::Client {
         .build()
         .expect("client builds")
 }
+
+impl TestApp {
+    /// [`TestApp::wait_for_lifecycle`] for an app with API keys, using `key` (up to 10 s).
+    pub async fn wait_for_lifecycle_with_key(&self, model: &str, want: &str, key: &str) {
+        let start = Instant::now();
+        loop {
+            let all: serde_json::Value = self
+                .http
+                .get(self.url("/api/backends"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("request sent")
+                .json()
+                .await
+                .expect("json");
+            let found = all["backends"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|b| b["name"] == model && b["lifecycle"] == want)
+            });
+            if found {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{model} did not become {want}: {all}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
