@@ -757,6 +757,61 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_file_gives_both_roles_and_names_bad_lines_without_the_key() {
+        let mut keys = ApiKeys::default();
+        keys.add_file("# keys\nadmin: first-admin-key\n\nread:first-read-key\n")
+            .expect("valid file");
+        assert_eq!(keys.admin, vec![ApiKey("first-admin-key".into())]);
+        assert_eq!(keys.read, vec![ApiKey("first-read-key".into())]);
+        let msg = ApiKeys::default()
+            .add_file("admin:ok-key\nwriter:secret-value\n")
+            .unwrap_err();
+        assert!(
+            msg.contains("line 2") && !msg.contains("secret-value"),
+            "{msg}"
+        );
+        let msg = ApiKeys::default().add_file("secret-value\n").unwrap_err();
+        assert!(!msg.contains("secret-value"), "{msg}");
+    }
+
+    #[test]
+    fn keys_are_redacted_and_a_key_in_both_roles_is_rejected() {
+        let key: ApiKey = "top-secret-key".parse().expect("infallible");
+        assert!(!format!("{key:?}").contains("top-secret"));
+        let both = ApiKeys {
+            admin: vec![key.clone()],
+            read: vec![key],
+        };
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .contains("admin key and as a read key")
+        );
+        let spaced = ApiKeys {
+            admin: vec!["a key".parse().expect("infallible")],
+            read: vec![],
+        };
+        assert!(spaced.validate().is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_bare_hosts_and_limits_positive() {
+        for bad in ["http://x", "x:8080", "a/b", ""] {
+            let msg = problem(&format!("[settings]\nallowed_hosts = [{bad:?}]\n"));
+            assert!(msg.contains("allowed_hosts"), "{bad}: {msg}");
+        }
+        for good in ["gpu-box.lan", "192.168.1.5", "[fe80::1]", "*"] {
+            parse(
+                &format!("[settings]\nallowed_hosts = [{good:?}]\n"),
+                Path::new("x.toml"),
+            )
+            .expect(good);
+        }
+        assert!(problem("[settings]\nmax_body_bytes = 0\n").contains("max_body_bytes"));
+        assert!(problem("[settings]\nrequest_timeout = \"0s\"\n").contains("request_timeout"));
+    }
+
+    #[test]
     fn managed_only_keys_on_external_models_are_rejected() {
         let msg = problem("[[models]]\nname = \"a\"\naddress = \"h:1\"\nmodel = \"m\"\n");
         assert!(msg.contains("`model` is only for managed"), "{msg}");

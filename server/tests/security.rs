@@ -620,3 +620,30 @@ async fn a_read_session_sees_the_panel_with_its_controls_disabled() {
     assert!(!tag.contains(" disabled"), "{tag}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn listening_beyond_loopback_without_keys_logs_a_warning() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(SERVER_BINARY)
+        .args(["--addr", "0.0.0.0:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let warned = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("WITHOUT API KEYS") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = child.kill().await;
+    assert!(warned, "no warning about listening without keys");
+}
