@@ -7,6 +7,11 @@ const server = '../target/release/backend-monitor';
 export const PANEL_PORT = 3211;
 /** Port of the server running the embedded default (no --config), as a newcomer would. */
 export const DEFAULT_PORT = 3210;
+/** Port of the server with API keys (keys.toml): the sign-in page and read-only sessions. */
+export const KEYS_PORT = 3212;
+/** The keys that server accepts. */
+export const ADMIN_KEY = 'e2e-admin-key-2f9c';
+export const READ_KEY = 'e2e-read-key-7b1e';
 
 export default defineConfig({
   testDir: './tests',
@@ -47,6 +52,14 @@ export default defineConfig({
     {
       command: `${server} --addr 127.0.0.1:${DEFAULT_PORT}`,
       url: `http://127.0.0.1:${DEFAULT_PORT}/version`,
+      reuseExistingServer: !process.env.CI,
+      timeout: 60_000,
+      stdout: 'ignore',
+      stderr: 'pipe',
+    },
+    {
+      command: `${server} --config keys.toml --addr 127.0.0.1:${KEYS_PORT} --api-keys ${ADMIN_KEY} --read-api-keys ${READ_KEY}`,
+      url: `http://127.0.0.1:${KEYS_PORT}/healthz`,
       reuseExistingServer: !process.env.CI,
       timeout: 60_000,
       stdout: 'ignore',

@@ -22,12 +22,14 @@ pub fn ModelPage() -> impl IntoView {
     let params = use_params_map();
     let name = move || params.with(|p| p.get("name").unwrap_or_default());
     let initial = Resource::new(name, get_model);
+    let permissions = Resource::new(|| (), |_| crate::panel::get_permissions());
     view! {
         <p class="breadcrumb"><A href="/">"← All backends"</A></p>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
+                let can_control = permissions.await.is_ok_and(|p| p.can_control);
                 match initial.await {
-                    Ok(Some(detail)) => view! { <ModelView initial=detail /> }.into_any(),
+                    Ok(Some(detail)) => view! { <ModelView initial=detail can_control /> }.into_any(),
                     Ok(None) => view! { <h1>"No such model"</h1><p>{format!("No model named {:?} is configured.", name())}</p> }.into_any(),
                     Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load the model: {e}")}</p> }.into_any(),
                 }
@@ -37,7 +39,7 @@ pub fn ModelPage() -> impl IntoView {
 }
 
 #[component]
-fn ModelView(initial: ModelDetail) -> impl IntoView {
+fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
     let name = initial.summary.name.clone();
     let detail = RwSignal::new(initial);
     let on_done = live::keep_fresh(
@@ -62,7 +64,7 @@ fn ModelView(initial: ModelDetail) -> impl IntoView {
             <div class="actions">
                 {move || {
                     let (lifecycle, kind) = controls.get();
-                    view! { <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done /> }
+                    view! { <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done can_control /> }
                 }}
             </div>
         </header>

@@ -2,7 +2,7 @@
 
 use crate::format;
 use crate::live;
-use crate::snapshot::{BackendSummary, PanelSnapshot};
+use crate::snapshot::{BackendSummary, PanelSnapshot, Permissions};
 use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -16,16 +16,25 @@ pub async fn get_panel() -> Result<PanelSnapshot, ServerFnError> {
     Ok(directory.snapshot())
 }
 
+/// What this visitor may do; the server provides it from the request's key or session (and
+/// enforces it whatever the panel shows).
+#[server(prefix = "/_panel", endpoint = "permissions")]
+pub async fn get_permissions() -> Result<Permissions, ServerFnError> {
+    Ok(use_context::<Permissions>().unwrap_or(Permissions { can_control: false }))
+}
+
 /// The page: loads the first snapshot on the server, then keeps it fresh in the browser.
 #[component]
 pub fn PanelPage() -> impl IntoView {
     let initial = Resource::new(|| (), |_| get_panel());
+    let permissions = Resource::new(|| (), |_| get_permissions());
     view! {
         <Notice />
         <Suspense fallback=|| view! { <p class="muted">"Loading backends…"</p> }>
             {move || Suspend::new(async move {
+                let can_control = permissions.await.is_ok_and(|p| p.can_control);
                 match initial.await {
-                    Ok(snapshot) => view! { <Dashboard initial=snapshot /> }.into_any(),
+                    Ok(snapshot) => view! { <Dashboard initial=snapshot can_control /> }.into_any(),
                     Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load backends: {e}")}</p> }.into_any(),
                 }
             })}
@@ -52,7 +61,7 @@ fn Notice() -> impl IntoView {
 
 /// Totals and the table, refreshed every second without re-creating rows.
 #[component]
-fn Dashboard(initial: PanelSnapshot) -> impl IntoView {
+fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
     let snapshot = RwSignal::new(initial);
     let connection_lost = RwSignal::new(false);
     let hydrated = RwSignal::new(false);
@@ -111,7 +120,7 @@ fn Dashboard(initial: PanelSnapshot) -> impl IntoView {
                 </thead>
                 <tbody>
                     <For each=move || names.get() key=|name| name.clone() let:name>
-                        <BackendRow name snapshot on_done />
+                        <BackendRow name snapshot on_done can_control />
                     </For>
                 </tbody>
             </table>
@@ -126,6 +135,7 @@ fn BackendRow(
     name: String,
     snapshot: RwSignal<PanelSnapshot>,
     on_done: Callback<()>,
+    can_control: bool,
 ) -> impl IntoView {
     let key = name.clone();
     let row =
@@ -152,7 +162,7 @@ fn BackendRow(
             <td data-label="Process">{cell(|b| view! { <ProcessInfo backend=b /> }.into_any())}</td>
             <td class="actions">
                 {move || controls.get().map(|(lifecycle, kind)| view! {
-                    <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done />
+                    <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done can_control />
                 })}
             </td>
         </tr>

@@ -317,3 +317,11 @@ pub struct ModelDetail {
     /// Oldest first.
     pub logs: Vec<LogLine>,
 }
+
+/// What the request's key or session may do, so the panel can disable what it would refuse.
+/// Without API keys configured, everything is allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    /// May shut down and start models (an admin key).
+    pub can_control: bool,
+}

@@ -175,7 +175,7 @@ pub fn ProcessInfo(backend: BackendSummary) -> impl IntoView {
 ///
 /// A plain HTML form posting to the JSON API's form-encoded variant, so it works before
 /// hydration and without JavaScript; once hydrated it asks for confirmation and posts JSON
-/// without leaving the page.
+/// without leaving the page. Disabled for read-only keys (`can_control` false).
 #[component]
 pub fn ActionButton(
     name: String,
@@ -183,6 +183,7 @@ pub fn ActionButton(
     kind: BackendKind,
     return_to: String,
     on_done: Callback<()>,
+    can_control: bool,
 ) -> impl IntoView {
     let pending = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
@@ -231,7 +232,8 @@ pub fn ActionButton(
                 type="submit"
                 class=if path == "/backend/shutdown" { "danger" } else { "primary" }
                 aria-label=format!("{label} {name}")
-                disabled=move || pending.get()
+                title=(!can_control).then_some("Read-only key: sign in with an admin key to shut down or start models")
+                disabled=move || pending.get() || !can_control
             >
                 {move || if pending.get() { busy_label } else { label }}
             </button>

@@ -1,19 +1,28 @@
 import { expect, test } from '@playwright/test';
+import { collectErrors } from './fixtures/console';
 import { PanelPage } from './fixtures/panel';
 
 test.describe('the panel', () => {
   let consoleErrors: string[] = [];
 
   test.beforeEach(async ({ page }) => {
-    consoleErrors = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') consoleErrors.push(message.text());
-    });
-    page.on('pageerror', (error) => consoleErrors.push(error.message));
+    consoleErrors = await collectErrors(page);
   });
 
   test.afterEach(() => {
-    expect(consoleErrors, 'no console errors').toEqual([]);
+    expect(consoleErrors, 'no console errors or CSP violations').toEqual([]);
+  });
+
+  test('sends a Content-Security-Policy whose nonce is on the hydration script', async ({ page }) => {
+    const response = await page.goto('/');
+    const csp = response?.headers()['content-security-policy'] ?? '';
+    expect(csp).toContain("frame-ancestors 'none'");
+    const nonce = /'nonce-([^']+)'/.exec(csp)?.[1];
+    expect(nonce, csp).toBeTruthy();
+    // The browser hides nonce attributes from the DOM API; the property keeps the value.
+    const scriptNonce = await page.locator('script[type="module"]').first().evaluate((s) => (s as HTMLScriptElement).nonce);
+    expect(scriptNonce).toBe(nonce);
+    await new PanelPage(page).waitForHydration();
   });
 
   test('lists every backend with its lifecycle and state', async ({ page }) => {

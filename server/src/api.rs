@@ -95,11 +95,12 @@ impl<S: Send + Sync> FromRequest<S> for ModelRequest {
             }
             Some(m) => m,
         };
+        // Only the panel's own pages: anything else could send a browser to another site.
         if let Some(path) = &fields.return_to
-            && (!path.starts_with('/') || path.starts_with("//") || path.contains('\\'))
+            && !crate::access::is_panel_path(path)
         {
             return Err(ApiError::BadRequest(
-                "`return_to` must be a path on this server, like /".into(),
+                "`return_to` must be a page of this panel: / or /models/<name>".into(),
             ));
         }
         Ok(Self {

@@ -40,6 +40,116 @@ pub struct Cli {
     /// Folder holding the panel's compiled assets (`pkg/`) [default: next to the binary, else target/site].
     #[arg(long, env = "LEPTOS_SITE_ROOT")]
     pub site_root: Option<PathBuf>,
+    /// Host names (or addresses) besides loopback that browsers may use to reach the server,
+    /// comma-separated; replaces `allowed_hosts` from the file. `*` allows any (behind a proxy
+    /// that checks `Host` itself).
+    #[arg(long, env = "BACKEND_MONITOR_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Admin API keys (view, monitor, shut down, start), comma-separated, as LocalAI's `API_KEY`.
+    /// With any key set, every request but /healthz and static assets needs one.
+    #[arg(long, env = "API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<ApiKey>,
+    /// Read-only API keys (view and monitor; shut down and start are refused), comma-separated.
+    #[arg(
+        long,
+        env = "BACKEND_MONITOR_READ_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_api_keys: Vec<ApiKey>,
+    /// File of API keys, one `admin:KEY` or `read:KEY` a line (`#` starts a comment); added to
+    /// the keys given by flags.
+    #[arg(long, env = "BACKEND_MONITOR_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+}
+
+/// One API key. Its `Debug` output is redacted so the key never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key's text, for the key store only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for ApiKey {
+    type Err = std::convert::Infallible;
+
+    /// Never fails, so that clap cannot echo a key in an error; [`ApiKeys::validate`] checks it.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.trim().to_string()))
+    }
+}
+
+impl ApiKey {
+    /// Printable ASCII without spaces, as HTTP headers carry it. The message never repeats it.
+    fn check(&self) -> Result<(), String> {
+        if self.0.is_empty() {
+            return Err("an API key is empty".into());
+        }
+        if !self.0.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("an API key contains spaces, control or non-ASCII characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// The API keys of both roles. Empty: no authentication (the default, for loopback use).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiKeys {
+    /// Keys that may view, monitor, shut down and start.
+    pub admin: Vec<ApiKey>,
+    /// Keys that may only view and monitor.
+    pub read: Vec<ApiKey>,
+}
+
+impl ApiKeys {
+    /// True when no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.admin.is_empty() && self.read.is_empty()
+    }
+
+    /// Reads a keys file: `admin:KEY` or `read:KEY` a line, blank lines and `#` comments skipped.
+    /// Messages name the line, never the key.
+    pub fn add_file(&mut self, text: &str) -> Result<(), String> {
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |problem: String| format!("line {}: {problem}", number + 1);
+            let (role, key) = line
+                .split_once(':')
+                .ok_or_else(|| at("expected `admin:KEY` or `read:KEY`".into()))?;
+            let key = ApiKey(key.trim().to_string());
+            key.check().map_err(at)?;
+            match role.trim() {
+                "admin" => self.admin.push(key),
+                "read" => self.read.push(key),
+                _ => return Err(at("the role must be `admin` or `read`".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects malformed keys and a key given for both roles (which was meant is unknowable).
+    pub fn validate(&self) -> Result<(), String> {
+        for key in self.admin.iter().chain(&self.read) {
+            key.check()?;
+        }
+        if self.read.iter().any(|k| self.admin.contains(k)) {
+            return Err("the same API key is given as an admin key and as a read key".into());
+        }
+        Ok(())
+    }
 }
 
 /// Subcommands of `backend-monitor`; without one, it serves.
@@ -86,6 +196,18 @@ pub struct Settings {
     /// How often running backends are observed for the panel and history. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Names (or addresses) besides loopback that requests may carry in `Host`; `"*"` allows
+    /// any. Default none. See [`crate::access`] for the full rule.
+    pub allowed_hosts: Vec<String>,
+    /// Deadline for every request except shutdown and load (pages, monitor, JSON views).
+    /// Default 30 s; a request past it gets 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes, on every route. Default 65536 (64 KiB).
+    pub max_body_bytes: usize,
+    /// API keys; only from flags, environment or a keys file, never from this file.
+    #[serde(skip)]
+    pub api_keys: ApiKeys,
 }
 
 impl Settings {
@@ -96,11 +218,24 @@ impl Settings {
             ("status_timeout", self.status_timeout),
             ("free_timeout", self.free_timeout),
             ("load_timeout", self.load_timeout),
+            ("request_timeout", self.request_timeout),
         ];
-        match positive.iter().find(|(_, d)| d.is_zero()) {
-            Some((name, _)) => Err(format!("`{name}` must be greater than 0")),
-            None => Ok(()),
+        if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("`{name}` must be greater than 0"));
         }
+        if self.max_body_bytes == 0 {
+            return Err("`max_body_bytes` must be greater than 0".into());
+        }
+        if let Some(bad) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| !crate::access::is_valid_host_pattern(h))
+        {
+            return Err(format!(
+                "`allowed_hosts` entry {bad:?} is not a host name or address (no scheme, port or path; `*` for any)"
+            ));
+        }
+        self.api_keys.validate()
     }
 }
 
@@ -116,6 +251,10 @@ impl Default for Settings {
             health_attempts: 20,
             health_interval: Duration::from_secs(2),
             poll_interval: Duration::from_secs(1),
+            allowed_hosts: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            api_keys: ApiKeys::default(),
         }
     }
 }
@@ -288,6 +427,33 @@ impl Config {
         if let Some(t) = cli.stop_grace {
             settings.stop_grace = t;
         }
+        if let Some(hosts) = &cli.allowed_hosts {
+            settings.allowed_hosts = hosts
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect();
+        }
+        // A trailing comma in `API_KEY=a,b,` is a typo, not an empty key.
+        let given = |keys: &[ApiKey]| keys.iter().filter(|k| !k.0.is_empty()).cloned().collect();
+        settings.api_keys = ApiKeys {
+            admin: given(&cli.api_keys),
+            read: given(&cli.read_api_keys),
+        };
+        if let Some(path) = &cli.api_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            warn_if_readable_by_others(path);
+            settings
+                .api_keys
+                .add_file(&text)
+                .map_err(|problem| ConfigError::Settings {
+                    source_name: path.display().to_string(),
+                    problem,
+                })?;
+        }
         // The file's own values were checked by `parse`; only flags can be wrong here.
         settings
             .validate()
@@ -303,6 +469,19 @@ impl Config {
             site_root: cli.site_root.clone().unwrap_or_else(default_site_root),
             shim,
         })
+    }
+}
+
+/// Keys files should be private to the server's user; say so when they are not.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            "API keys file {} is readable by every user; `chmod 600` it",
+            path.display()
+        );
     }
 }
 
@@ -601,6 +780,61 @@ mod tests {
         }
         assert!(validate_address("[::1]:50051").is_ok());
         assert!(validate_address("localhost:50051").is_ok());
+    }
+
+    #[test]
+    fn a_keys_file_gives_both_roles_and_names_bad_lines_without_the_key() {
+        let mut keys = ApiKeys::default();
+        keys.add_file("# keys\nadmin: first-admin-key\n\nread:first-read-key\n")
+            .expect("valid file");
+        assert_eq!(keys.admin, vec![ApiKey("first-admin-key".into())]);
+        assert_eq!(keys.read, vec![ApiKey("first-read-key".into())]);
+        let msg = ApiKeys::default()
+            .add_file("admin:ok-key\nwriter:secret-value\n")
+            .unwrap_err();
+        assert!(
+            msg.contains("line 2") && !msg.contains("secret-value"),
+            "{msg}"
+        );
+        let msg = ApiKeys::default().add_file("secret-value\n").unwrap_err();
+        assert!(!msg.contains("secret-value"), "{msg}");
+    }
+
+    #[test]
+    fn keys_are_redacted_and_a_key_in_both_roles_is_rejected() {
+        let key: ApiKey = "top-secret-key".parse().expect("infallible");
+        assert!(!format!("{key:?}").contains("top-secret"));
+        let both = ApiKeys {
+            admin: vec![key.clone()],
+            read: vec![key],
+        };
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .contains("admin key and as a read key")
+        );
+        let spaced = ApiKeys {
+            admin: vec!["a key".parse().expect("infallible")],
+            read: vec![],
+        };
+        assert!(spaced.validate().is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_bare_hosts_and_limits_positive() {
+        for bad in ["http://x", "x:8080", "a/b", ""] {
+            let msg = problem(&format!("[settings]\nallowed_hosts = [{bad:?}]\n"));
+            assert!(msg.contains("allowed_hosts"), "{bad}: {msg}");
+        }
+        for good in ["gpu-box.lan", "192.168.1.5", "[fe80::1]", "*"] {
+            parse(
+                &format!("[settings]\nallowed_hosts = [{good:?}]\n"),
+                Path::new("x.toml"),
+            )
+            .expect(good);
+        }
+        assert!(problem("[settings]\nmax_body_bytes = 0\n").contains("max_body_bytes"));
+        assert!(problem("[settings]\nrequest_timeout = \"0s\"\n").contains("request_timeout"));
     }
 
     #[test]

@@ -16,6 +16,16 @@ pub enum ApiError {
     /// The body is larger than the server accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// No valid API key or session was presented while keys are configured.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The request is refused whoever sends it: a cross-site browser request, a `Host` that is
+    /// not allowed, or a read-only key asking to shut down or start.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A read-only request took longer than `request_timeout`.
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +45,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error")
             }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error"),
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
             // LocalAI answers 500 for unknown and unloaded models; scripts rely on it.
@@ -59,6 +72,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = self.classify();
+        let challenge = matches!(self, ApiError::Unauthorized(_));
         let message = self.to_string();
         if status.is_server_error() {
             tracing::error!(%status, "{message}");
@@ -68,6 +82,13 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "code": status.as_u16(), "message": message, "type": kind }
         });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

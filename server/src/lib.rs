@@ -1,11 +1,13 @@
 //! backend-monitor's server: a registry of local AI model backends, watched over gRPC with an OS
 //! fallback, controlled through LocalAI's JSON API, and shown in a Leptos panel.
 
+pub mod access;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod headers;
 pub mod logs;
 pub mod process;
 pub mod registry;

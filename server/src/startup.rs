@@ -1,14 +1,17 @@
 //! Assembles the application (registry, JSON API, panel) and runs it until a shutdown signal,
 //! stopping every managed backend before returning.
 
+use crate::access::{self, Access};
 use crate::api;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::headers;
 use crate::registry::Registry;
 use app::directory::SharedDirectory;
 use app::{App, shell};
-use axum::Router;
 use axum::extract::FromRef;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
 use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -28,6 +31,8 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// The registry of backends.
     pub registry: Arc<Registry>,
+    /// Keys, sessions and limits enforced by [`access::guard`].
+    pub access: Arc<Access>,
 }
 
 /// Why the server could not start.
@@ -58,6 +63,8 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         let local = listener.local_addr().unwrap_or(addr);
+        let access = Arc::new(Access::new(&config.settings, local));
+        access.warn_if_exposed(local);
         let registry = Registry::new(config.models, config.settings, config.shim);
         registry.start_all();
         let leptos_options = LeptosOptions::builder()
@@ -70,6 +77,7 @@ impl Application {
         let state = AppState {
             leptos_options,
             registry: Arc::clone(&registry),
+            access,
         };
         Ok(Self {
             listener,
@@ -122,22 +130,41 @@ impl Application {
     }
 }
 
+/// Every route, behind the guard (host, cross-site, keys, body size, deadline) and the
+/// security headers; the layers wrap the fallback (static files, 404 page) too.
 fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let directory: SharedDirectory = state.registry.clone();
     let options = state.leptos_options.clone();
+    let context = move || {
+        headers::provide_request_nonce();
+        access::provide_permissions();
+        provide_context(directory.clone());
+    };
     Router::new()
         .merge(api::routes())
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(directory.clone()),
-            move || shell(options.clone()),
-        )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .merge(access::routes())
+        .route("/healthz", get(healthz))
+        .leptos_routes_with_context(&state, routes, context.clone(), move || {
+            shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, shell))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.access),
+            access::guard,
+        ))
+        .layer(middleware::from_fn(headers::security_headers))
         .layer(CompressionLayer::new())
         .with_state(state)
+}
+
+/// Liveness for load balancers and service managers: open even when API keys are set.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -37,17 +37,30 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Fast settings for tests, then the given TOML (which may override `[settings]`).
-pub async fn spawn_app(toml: &str) -> TestApp {
+/// Settings that keep tests fast; a test's own `[settings]` replaces them.
+const FAST_SETTINGS: &str = "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_interval = \"100ms\"\nhealth_attempts = 50\nstop_grace = \"3s\"\nbusy_wait = \"1s\"\npoll_interval = \"200ms\"\n";
+
+/// Parses `toml`, after [`FAST_SETTINGS`] unless it has its own `[settings]`.
+fn test_config(toml: &str) -> (server::config::Settings, Vec<server::config::ModelSpec>) {
     init_logs();
     let text = if toml.contains("[settings]") {
         toml.to_string()
     } else {
-        format!(
-            "[settings]\nlisten = \"127.0.0.1:0\"\nhealth_interval = \"100ms\"\nhealth_attempts = 50\nstop_grace = \"3s\"\nbusy_wait = \"1s\"\npoll_interval = \"200ms\"\n{toml}"
-        )
+        format!("{FAST_SETTINGS}{toml}")
     };
-    let (settings, models) = parse(&text, Path::new("test.toml")).expect("test config is valid");
+    parse(&text, Path::new("test.toml")).expect("test config is valid")
+}
+
+/// A backend-monitor serving `toml` (see [`test_config`]) on a loopback port.
+pub async fn spawn_app(toml: &str) -> TestApp {
+    let (settings, models) = test_config(toml);
+    serve(settings, models).await
+}
+
+async fn serve(
+    settings: server::config::Settings,
+    models: Vec<server::config::ModelSpec>,
+) -> TestApp {
     let config = Config {
         settings,
         models,
@@ -443,4 +456,59 @@ pub fn demo_model(name: &str, args: &[&str], options: &[&str]) -> String {
         command.join(", "),
         options.join(", ")
     )
+}
+
+/// Like [`spawn_app`], with admin and read-only API keys configured.
+pub async fn spawn_app_with_keys(toml: &str, admin: &[&str], read: &[&str]) -> TestApp {
+    let (mut settings, models) = test_config(toml);
+    let keys = |keys: &[&str]| {
+        keys.iter()
+            .map(|k| k.parse().expect("infallible"))
+            .collect()
+    };
+    settings.api_keys = server::config::ApiKeys {
+        admin: keys(admin),
+        read: keys(read),
+    };
+    settings.validate().expect("test keys are valid");
+    serve(settings, models).await
+}
+
+/// An HTTP client that shows redirects instead of following them.
+pub fn client_without_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client builds")
+}
+
+impl TestApp {
+    /// [`TestApp::wait_for_lifecycle`] for an app with API keys, using `key` (up to 10 s).
+    pub async fn wait_for_lifecycle_with_key(&self, model: &str, want: &str, key: &str) {
+        let start = Instant::now();
+        loop {
+            let all: serde_json::Value = self
+                .http
+                .get(self.url("/api/backends"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("request sent")
+                .json()
+                .await
+                .expect("json");
+            let found = all["backends"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|b| b["name"] == model && b["lifecycle"] == want)
+            });
+            if found {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{model} did not become {want}: {all}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
