@@ -49,13 +49,14 @@ fn every(period: Duration, tick: impl Fn() + Clone + 'static) {
     });
 }
 
-/// Posts `{"model": name}` to a control endpoint (`/backend/shutdown`, `/backend/load`) and
-/// returns the error message of a failed call.
+/// Posts `{"model": name, "force": force}` to a control endpoint (`/backend/shutdown`,
+/// `/backend/load`) and returns the error message of a failed call.
 #[cfg(feature = "hydrate")]
-pub async fn post_model_action(path: &str, model: &str) -> Result<(), String> {
+pub async fn post_model_action(path: &str, model: &str, force: bool) -> Result<(), String> {
     #[derive(serde::Serialize)]
     struct Body<'a> {
         model: &'a str,
+        force: bool,
     }
     #[derive(serde::Deserialize)]
     struct Envelope {
@@ -66,7 +67,7 @@ pub async fn post_model_action(path: &str, model: &str) -> Result<(), String> {
         message: String,
     }
     let request = gloo_net::http::Request::post(path)
-        .json(&Body { model })
+        .json(&Body { model, force })
         .map_err(|e| e.to_string())?;
     let response = request
         .send()
@@ -84,7 +85,7 @@ pub async fn post_model_action(path: &str, model: &str) -> Result<(), String> {
 
 /// Server-side rendering never runs the handlers; this keeps the call sites feature-free.
 #[cfg(not(feature = "hydrate"))]
-pub async fn post_model_action(_path: &str, _model: &str) -> Result<(), String> {
+pub async fn post_model_action(_path: &str, _model: &str, _force: bool) -> Result<(), String> {
     Err("only available in the browser".to_string())
 }
 

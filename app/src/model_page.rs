@@ -54,7 +54,8 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
         },
     );
     let summary = Memo::new(move |_| detail.with(|d| d.summary.clone()));
-    let controls = Memo::new(move |_| summary.with(|s| (s.lifecycle, s.kind)));
+    let controls =
+        Memo::new(move |_| summary.with(|s| (s.lifecycle, s.kind, s.shutdown_refused.clone())));
     let return_to = format::model_path(&name);
     let action_name = name.clone();
     view! {
@@ -63,8 +64,8 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
             <div class="badges">{move || summary.with(|s| view! { <Badges lifecycle=s.lifecycle observation=s.observation.clone() /> })}</div>
             <div class="actions">
                 {move || {
-                    let (lifecycle, kind) = controls.get();
-                    view! { <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done can_control /> }
+                    let (lifecycle, kind, refused) = controls.get();
+                    view! { <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done can_control refused /> }
                 }}
             </div>
         </header>

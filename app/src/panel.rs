@@ -140,7 +140,12 @@ fn BackendRow(
     let key = name.clone();
     let row =
         Memo::new(move |_| snapshot.with(|s| s.backends.iter().find(|b| b.name == key).cloned()));
-    let controls = Memo::new(move |_| row.with(|r| r.as_ref().map(|b| (b.lifecycle, b.kind))));
+    let controls = Memo::new(move |_| {
+        row.with(|r| {
+            r.as_ref()
+                .map(|b| (b.lifecycle, b.kind, b.shutdown_refused.clone()))
+        })
+    });
     let cell = move |render: fn(BackendSummary) -> AnyView| move || row.get().map(render);
     let href = format::model_path(&name);
     let action_name = name.clone();
@@ -161,8 +166,8 @@ fn BackendRow(
             </td>
             <td data-label="Process">{cell(|b| view! { <ProcessInfo backend=b /> }.into_any())}</td>
             <td class="actions">
-                {move || controls.get().map(|(lifecycle, kind)| view! {
-                    <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done can_control />
+                {move || controls.get().map(|(lifecycle, kind, refused)| view! {
+                    <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done can_control refused />
                 })}
             </td>
         </tr>

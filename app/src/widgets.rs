@@ -4,6 +4,7 @@ use crate::format;
 use crate::live;
 use crate::snapshot::{
     BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
+    StatusFailure, StatusFailureKind,
 };
 use leptos::prelude::*;
 
@@ -17,7 +18,7 @@ pub fn Badges(lifecycle: Lifecycle, observation: Option<Observation>) -> impl In
     let unanswered = observation
         .as_ref()
         .and_then(|o| o.status_error.as_ref())
-        .map(|e| e.kind.phrase());
+        .map(|e| (e.kind.phrase(), e.message.clone()));
     view! {
         <span class=format!("badge lifecycle {}", lifecycle.as_str())>{lifecycle.as_str()}</span>
         {state.map(|s| {
@@ -27,7 +28,7 @@ pub fn Badges(lifecycle: Lifecycle, observation: Option<Observation>) -> impl In
                 </span>
             }
         })}
-        {unanswered.map(|phrase| view! { <span class="badge state unknown" title="The backend did not answer Status">{phrase}</span> })}
+        {unanswered.map(|(phrase, message)| view! { <span class="badge state unknown" title=format!("The backend did not answer Status: {message}")>{phrase}</span> })}
     }
 }
 
@@ -86,7 +87,7 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
                     <span class=format!("swatch c{}", i % 6)></span>
                     <span class="part-name">{name}</span>
                     " "
-                    <span class="part-value">{format::bytes(value)}</span>
+                    <span class="part-value" data-bytes=value.to_string()>{format::bytes(value)}</span>
                 </li>
             }
         })
@@ -100,14 +101,23 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
     }
 }
 
+/// Why `Status` gave no answer, as the panel words it: the kind, and the backend's message
+/// unless it merely does not implement `Status`.
+pub fn failure_text(failure: &StatusFailure) -> String {
+    match failure.kind {
+        StatusFailureKind::Unimplemented => failure.kind.phrase().to_string(),
+        _ => format!("{} ({})", failure.kind.phrase(), failure.message),
+    }
+}
+
 /// OS process metrics, labelled as such, with the reason the backend gave none.
 #[component]
-pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<&'static str>) -> impl IntoView {
+pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<StatusFailure>) -> impl IntoView {
     view! {
         <div class="process-metrics">
             <p class="source">
                 <span class="tag">"Process metrics"</span>
-                {reason.map(|r| view! { <span class="why">{format!("backend gave none: {r}")}</span> })}
+                {reason.map(|r| view! { <span class="why">{format!("backend gave none: {}", failure_text(&r))}</span> })}
             </p>
             <dl>
                 <div><dt>"RSS"</dt><dd data-bytes=metrics.memory_info.rss.to_string()>{format::bytes(metrics.memory_info.rss)}</dd></div>
@@ -133,17 +143,23 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
         };
         return view! { <span class="muted">{text}</span> }.into_any();
     };
-    let reason = observation.status_error.as_ref().map(|e| e.kind.phrase());
+    let reason = observation.status_error;
     match (observation.status, observation.process) {
         (Some(status), _) => match status.memory {
             Some(memory) => view! { <MemoryBreakdown memory /> }.into_any(),
             None => view! { <span class="muted">"no memory reported"</span> }.into_any(),
         },
         (None, Some(metrics)) => view! { <ProcessFigures metrics reason /> }.into_any(),
-        (None, None) => view! {
-            <span class="warning">{format!("No data: {}", reason.unwrap_or("no answer"))}</span>
+        (None, None) => {
+            let mut why = vec![
+                reason
+                    .as_ref()
+                    .map_or_else(|| "no answer".to_string(), failure_text),
+            ];
+            why.extend(observation.process_error);
+            view! { <span class="warning">{format!("No data: {}", why.join("; "))}</span> }
+                .into_any()
         }
-        .into_any(),
     }
 }
 
@@ -184,6 +200,8 @@ pub fn ActionButton(
     return_to: String,
     on_done: Callback<()>,
     can_control: bool,
+    /// Why the last shutdown was refused (the backend stayed busy): offers a forced stop.
+    refused: Option<String>,
 ) -> impl IntoView {
     let pending = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
@@ -201,8 +219,95 @@ pub fn ActionButton(
         }
         _ => return ().into_any(),
     };
-    let model = name.clone();
-    let submit = move |ev: leptos::ev::SubmitEvent| {
+    let submit = submitter(
+        name.clone(),
+        path,
+        false,
+        question,
+        pending,
+        failure,
+        on_done,
+    );
+    let read_only = (!can_control)
+        .then_some("Read-only key: sign in with an admin key to shut down or start models");
+    let force_stop = refused
+        .filter(|_| lifecycle == Lifecycle::Running)
+        .map(|reason| view! { <ForceStop name=name.clone() reason return_to=return_to.clone() on_done can_control /> });
+    view! {
+        <form method="post" action=path class="action" on:submit=submit>
+            <input type="hidden" name="model" value=name.clone() />
+            <input type="hidden" name="return_to" value=return_to.clone() />
+            <button
+                type="submit"
+                class=if path == "/backend/shutdown" { "danger" } else { "primary" }
+                aria-label=format!("{label} {name}")
+                title=read_only
+                disabled=move || pending.get() || !can_control
+            >
+                {move || if pending.get() { busy_label } else { label }}
+            </button>
+            {move || failure.get().map(|m| view! { <p class="action-error" role="alert">{m}</p> })}
+        </form>
+        {force_stop}
+    }
+    .into_any()
+}
+
+/// Offered once a shutdown was refused because the backend stayed busy: stops it anyway.
+/// Its confirmation is a required checkbox, so it works without JavaScript too.
+#[component]
+fn ForceStop(
+    name: String,
+    reason: String,
+    return_to: String,
+    on_done: Callback<()>,
+    can_control: bool,
+) -> impl IntoView {
+    let pending = RwSignal::new(false);
+    let failure = RwSignal::new(None::<String>);
+    let submit = submitter(
+        name.clone(),
+        "/backend/shutdown",
+        true,
+        None,
+        pending,
+        failure,
+        on_done,
+    );
+    view! {
+        <form method="post" action="/backend/shutdown" class="action force-stop" on:submit=submit>
+            <p class="refused">{reason}</p>
+            <input type="hidden" name="model" value=name.clone() />
+            <input type="hidden" name="return_to" value=return_to />
+            <label class="confirm">
+                <input type="checkbox" name="force" value="true" required disabled=!can_control />
+                " Stop it although it is busy (its requests in flight fail)"
+            </label>
+            <button
+                type="submit"
+                class="danger"
+                aria-label=format!("Force stop {name}")
+                disabled=move || pending.get() || !can_control
+            >
+                {move || if pending.get() { "Stopping…" } else { "Force stop" }}
+            </button>
+            {move || failure.get().map(|m| view! { <p class="action-error" role="alert">{m}</p> })}
+        </form>
+    }
+}
+
+/// The hydrated submit handler of a control form: confirms (when asked to), posts JSON without
+/// leaving the page, shows a failure, and refreshes the view.
+fn submitter(
+    model: String,
+    path: &'static str,
+    force: bool,
+    question: Option<String>,
+    pending: RwSignal<bool>,
+    failure: RwSignal<Option<String>>,
+    on_done: Callback<()>,
+) -> impl Fn(leptos::ev::SubmitEvent) + 'static {
+    move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         if pending.get_untracked() {
             return;
@@ -216,31 +321,14 @@ pub fn ActionButton(
         failure.set(None);
         let model = model.clone();
         leptos::task::spawn_local(async move {
-            let result = live::post_model_action(path, &model).await;
+            let result = live::post_model_action(path, &model, force).await;
             pending.set(false);
             if let Err(message) = result {
                 failure.set(Some(message));
             }
             on_done.run(());
         });
-    };
-    view! {
-        <form method="post" action=path class="action" on:submit=submit>
-            <input type="hidden" name="model" value=name.clone() />
-            <input type="hidden" name="return_to" value=return_to />
-            <button
-                type="submit"
-                class=if path == "/backend/shutdown" { "danger" } else { "primary" }
-                aria-label=format!("{label} {name}")
-                title=(!can_control).then_some("Read-only key: sign in with an admin key to shut down or start models")
-                disabled=move || pending.get() || !can_control
-            >
-                {move || if pending.get() { busy_label } else { label }}
-            </button>
-            {move || failure.get().map(|m| view! { <p class="action-error" role="alert">{m}</p> })}
-        </form>
     }
-    .into_any()
 }
 
 #[cfg(test)]
