@@ -50,7 +50,7 @@ async fn start_server(config: &tempfile::NamedTempFile) -> Server {
 
 /// Waits until every demo model runs and returns their pids.
 async fn running_pids(server: &Server) -> Vec<u32> {
-    let http = reqwest::Client::new();
+    let http = test_client();
     let start = Instant::now();
     loop {
         if let Ok(response) = http

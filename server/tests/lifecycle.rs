@@ -92,10 +92,7 @@ async fn shutdown_accepts_a_form_body_and_the_v1_alias() {
 async fn a_form_post_with_return_to_redirects_back_to_the_panel() {
     let app = spawn_app(&demo_model("chat", &[], &["weights_mib:1"])).await;
     app.wait_for_lifecycle("chat", "running", START).await;
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_redirects = client_without_redirects();
     let response = no_redirects
         .post(app.url("/backend/shutdown"))
         .form(&[("model", "chat"), ("return_to", "/")])

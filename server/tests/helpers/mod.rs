@@ -28,6 +28,17 @@ fn init_logs() {
     }
 }
 
+/// No test request may wait longer than this.
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// An HTTP client whose requests give up after [`REQUEST_LIMIT`], so no test hangs.
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_LIMIT)
+        .build()
+        .expect("client builds")
+}
+
 /// A running backend-monitor and an HTTP client for it.
 pub struct TestApp {
     pub base: String,
@@ -76,7 +87,7 @@ async fn serve(
     }));
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
+        http: test_client(),
         registry,
         stop: Some(stop),
         server: Some(server),
@@ -478,6 +489,7 @@ pub async fn spawn_app_with_keys(toml: &str, admin: &[&str], read: &[&str]) -> T
 pub fn client_without_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_LIMIT)
         .build()
         .expect("client builds")
 }
