@@ -35,7 +35,7 @@ test.describe('force stop', () => {
 
     page.once('dialog', (dialog) => dialog.accept());
     await panel.shutDownButton('demo-hung').click();
-    await expect(row.locator('.action-error')).toContainText('still busy', { timeout: 10_000 });
+    await expect(row.locator('.force-stop .refused')).toContainText('still busy', { timeout: 10_000 });
     await panel.expectLifecycle('demo-hung', 'running');
     const force = row.getByRole('button', { name: 'Force stop demo-hung' });
     await expect(force).toBeVisible();

@@ -57,7 +57,10 @@ pub enum RegistryError {
         process: Option<ProcessError>,
     },
     /// The backend stayed BUSY (or too busy to answer `Status`) for the whole wait.
-    #[error("model {model:?} is still busy after {waited:?}; retry later or send \"force\": true")]
+    #[error(
+        "model {model:?} is still busy after {:.1} s; retry later or send \"force\": true",
+        waited.as_secs_f64()
+    )]
     Busy {
         /// The model.
         model: String,

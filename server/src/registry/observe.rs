@@ -117,3 +117,41 @@ async fn observe(view: &ModelView, settings: &Settings, sampler: &ProcessSampler
         process_error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(at_unix_ms: u64) -> Observation {
+        Observation {
+            at_unix_ms,
+            status: None,
+            status_error: None,
+            process: None,
+            process_error: None,
+        }
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_points_only() {
+        let observed = Observed::default();
+        for at in 0..HISTORY_POINTS as u64 + 25 {
+            observed.record(1, observation(at));
+        }
+        let history = observed.history();
+        assert_eq!(history.len(), HISTORY_POINTS);
+        assert_eq!(history[0].at_unix_ms, 25);
+        assert_eq!(
+            history[HISTORY_POINTS - 1].at_unix_ms,
+            HISTORY_POINTS as u64 + 24
+        );
+    }
+
+    #[test]
+    fn an_observation_of_an_earlier_run_is_not_shown() {
+        let observed = Observed::default();
+        observed.record(1, observation(7));
+        assert_eq!(observed.latest(1).map(|o| o.at_unix_ms), Some(7));
+        assert_eq!(observed.latest(2), None);
+    }
+}
