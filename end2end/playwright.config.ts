@@ -3,12 +3,15 @@ import { defineConfig } from '@playwright/test';
 /** The release build made by `cargo leptos build --release` (scripts/test.sh runs it first). */
 const server = '../target/release/backend-monitor';
 
+/** First of the three ports the test servers use: 3210, or `E2E_PORT_BASE` (to run beside
+ * another checkout's run). */
+const PORT_BASE = Number(process.env.E2E_PORT_BASE ?? 3210);
 /** Port of the server running backends.toml (demo backends plus a failing one). */
-export const PANEL_PORT = 3211;
+export const PANEL_PORT = PORT_BASE + 1;
 /** Port of the server running the embedded default (no --config), as a newcomer would. */
-export const DEFAULT_PORT = 3210;
+export const DEFAULT_PORT = PORT_BASE;
 /** Port of the server with API keys (keys.toml): the sign-in page and read-only sessions. */
-export const KEYS_PORT = 3212;
+export const KEYS_PORT = PORT_BASE + 2;
 /** The keys that server accepts. */
 export const ADMIN_KEY = 'e2e-admin-key-2f9c';
 export const READ_KEY = 'e2e-read-key-7b1e';

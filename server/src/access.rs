@@ -10,7 +10,8 @@
 //!    once. LAN *names* (`http://gpu-box.lan:8080`) must be listed. Anything else: 403.
 //! 2. **Cross-site requests**: a request with a method that may change state (anything but
 //!    GET, HEAD, OPTIONS) is refused (403) when the browser says it is not same-origin
-//!    (`Sec-Fetch-Site` other than `same-origin` or `none`) or its `Origin` is not this server.
+//!    (`Sec-Fetch-Site` other than `same-origin` or `none`), or, from a browser too old to send
+//!    `Sec-Fetch-Site`, when its `Origin` is not this server.
 //!    Requests without those headers (curl, scripts) are not browser requests and pass.
 //! 3. **API keys**, when any is configured: every route except static assets, `/healthz` and the
 //!    sign-in page needs `Authorization: Bearer <key>`, `x-api-key: <key>` or a session cookie
@@ -350,14 +351,20 @@ fn request_host(request: &Request) -> Option<String> {
 }
 
 /// Refuses browser requests from other sites (see the module documentation).
+///
+/// `Sec-Fetch-Site` decides when present: browsers set it and pages cannot forge it. Only
+/// without it (older browsers) does `Origin` decide; it cannot decide first, because under our
+/// own `Referrer-Policy: no-referrer` browsers send `Origin: null` even on same-origin form posts.
 fn check_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError> {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return Err(ApiError::Forbidden(
-            "cross-site requests may not change anything here (Sec-Fetch-Site is not same-origin)"
-                .into(),
-        ));
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return if matches!(site.as_bytes(), b"same-origin" | b"none") {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "cross-site requests may not change anything here (Sec-Fetch-Site is not same-origin)"
+                    .into(),
+            ))
+        };
     }
     if let Some(origin) = headers.get(ORIGIN) {
         let same = origin

@@ -116,6 +116,17 @@ async fn same_origin_and_header_less_posts_work() {
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(backend.free_calls.load(Ordering::SeqCst), 1);
+    // Under `Referrer-Policy: no-referrer`, browsers send `Origin: null` on same-origin form
+    // posts; `Sec-Fetch-Site` is what tells.
+    assert_eq!(app.load("llm").await.status(), 200);
+    let response = post_form(
+        &app,
+        "/backend/shutdown",
+        "model=llm",
+        &[("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
     // curl and scripts send neither header.
     assert_eq!(app.load("llm").await.status(), 200);
     assert_eq!(
