@@ -96,11 +96,6 @@ impl Application {
         self.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// The registry, for tests and embedding.
-    pub fn registry(&self) -> Arc<Registry> {
-        Arc::clone(&self.registry)
-    }
-
     /// Serves until `shutdown` completes, then stops every managed backend.
     pub async fn run_until_stopped(
         self,

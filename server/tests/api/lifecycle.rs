@@ -1,8 +1,6 @@
 //! Managed backends: start-up, failures, shutdown (busy, force, SIGKILL), restart, concurrency.
 
-mod helpers;
-
-use helpers::*;
+use crate::helpers::*;
 use proto::State;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;

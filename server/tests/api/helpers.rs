@@ -1,11 +1,9 @@
 //! Test helpers: a real backend-monitor on a loopback port, real tonic backends with scripted
 //! behaviour, and the real demo-backend binary.
-#![allow(dead_code)] // each test file uses a different part of the helpers
 
 use proto::backend_server::{Backend, BackendServer};
 use proto::{HealthMessage, MemoryUsageData, ModelOptions, Reply, State, StatusResponse};
 use server::config::{Config, parse};
-use server::registry::Registry;
 use server::startup::Application;
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,7 +41,6 @@ pub fn test_client() -> reqwest::Client {
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    pub registry: Arc<Registry>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -75,12 +72,12 @@ async fn serve(
     let config = Config {
         settings,
         models,
-        site_root: "target/site".into(),
+        // The static files a test can count on (the built bundle may not exist yet).
+        site_root: concat!(env!("CARGO_MANIFEST_DIR"), "/../public").into(),
         shim: SERVER_BINARY.into(),
     };
     let app = Application::build(config).await.expect("app builds");
     let port = app.port();
-    let registry = app.registry();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -88,7 +85,6 @@ async fn serve(
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         http: test_client(),
-        registry,
         stop: Some(stop),
         server: Some(server),
     }
@@ -233,18 +229,6 @@ pub fn process_exists(pid: u32) -> bool {
 /// Sends `signal` to `pid`; panics if it cannot be sent.
 pub fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal sent");
-}
-
-/// Waits until the process is gone (reaped), up to `limit`.
-pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
-    let start = Instant::now();
-    while process_exists(pid) {
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    true
 }
 
 /// How a scripted test backend answers.

@@ -1,9 +1,7 @@
 //! Each model's lifecycle has one owner: work that survives dropped requests, at most one
 //! process per model, and no process left behind.
 
-mod helpers;
-
-use helpers::*;
+use crate::helpers::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

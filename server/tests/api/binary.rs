@@ -1,8 +1,6 @@
 //! The real `backend-monitor` binary: configuration errors, and no backend outliving it.
 
-mod helpers;
-
-use helpers::*;
+use crate::helpers::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::io::Write;

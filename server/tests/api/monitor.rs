@@ -1,8 +1,6 @@
 //! `/backend/monitor`: the backend's own status, the OS fallback, deadlines and bad input.
 
-mod helpers;
-
-use helpers::*;
+use crate::helpers::*;
 use proto::State;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,0 +1,10 @@
+//! Integration tests: a real backend-monitor on loopback, real gRPC backends, real child
+//! processes. One test binary, so the helpers are compiled and linked once.
+
+mod helpers;
+
+mod binary;
+mod lifecycle;
+mod monitor;
+mod ownership;
+mod security;
