@@ -194,6 +194,22 @@ impl TestApp {
         }
     }
 
+    /// Waits for the first observation of a running model (panics after 5 s).
+    pub async fn wait_for_observation(&self, model: &str) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let entry = self.backend(model).await;
+            if !entry["observation"].is_null() {
+                return entry["observation"].clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{model} was never observed: {entry}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the server the way a signal would, and waits until it has stopped its backends.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

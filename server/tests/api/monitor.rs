@@ -241,14 +241,8 @@ async fn system_version_and_backends_describe_the_registry() {
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
 
     // The background observer fills in the latest observation.
-    let start = Instant::now();
-    let entry = loop {
-        let entry = app.backend("llm").await;
-        if !entry["observation"].is_null() || start.elapsed() > Duration::from_secs(5) {
-            break entry;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    app.wait_for_observation("llm").await;
+    let entry = app.backend("llm").await;
     assert_eq!(entry["lifecycle"], "running");
     assert_eq!(entry["kind"], "external");
     assert_eq!(entry["address"], backend.address.as_str());
@@ -271,12 +265,7 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     ))
     .await;
     // Wait for the first observation so the memory cell has data.
-    let start = Instant::now();
-    while app.backend("llm").await["observation"].is_null()
-        && start.elapsed() < Duration::from_secs(5)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_observation("llm").await;
     let response = app.get("/").await;
     assert_eq!(response.status(), 200);
     let html = response.text().await.unwrap();

@@ -39,6 +39,17 @@ fn marked_backends(mark: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A server with one managed backend, `slow`, whose `LoadModel` takes `load_delay`; its
+/// processes carry `mark`.
+async fn slow_app(mark: &str, load_delay: &str) -> TestApp {
+    spawn_app(&format!(
+        "{}{}",
+        settings(""),
+        marked_demo("slow", mark, &["--load-delay", load_delay])
+    ))
+    .await
+}
+
 fn unique_mark(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
@@ -60,12 +71,7 @@ fn impatient(limit: Duration) -> reqwest::Client {
 #[tokio::test]
 async fn a_client_that_gives_up_during_a_load_leaves_exactly_one_running_backend() {
     let mark = unique_mark("load-disconnect");
-    let app = spawn_app(&format!(
-        "{}{}",
-        settings(""),
-        marked_demo("slow", &mark, &["--load-delay", "1500ms"])
-    ))
-    .await;
+    let app = slow_app(&mark, "1500ms").await;
     app.wait_for_lifecycle("slow", "running", START).await;
     assert_eq!(app.shutdown(json!({"model": "slow"})).await.status(), 200);
     assert!(marked_backends(&mark).is_empty());
@@ -127,12 +133,7 @@ async fn a_client_that_gives_up_during_a_shutdown_still_stops_the_backend() {
 #[tokio::test]
 async fn loads_during_a_start_join_it_and_start_one_process() {
     let mark = unique_mark("join");
-    let app = spawn_app(&format!(
-        "{}{}",
-        settings(""),
-        marked_demo("slow", &mark, &["--load-delay", "1s"])
-    ))
-    .await;
+    let app = slow_app(&mark, "1s").await;
     app.wait_for_lifecycle("slow", "starting", START).await;
     let (a, b, c) = tokio::join!(app.load("slow"), app.load("slow"), app.load("slow"));
     for response in [a, b, c] {
@@ -150,12 +151,7 @@ async fn loads_during_a_start_join_it_and_start_one_process() {
 #[tokio::test]
 async fn a_shutdown_during_a_start_cancels_it_and_the_start_answers_409() {
     let mark = unique_mark("cancel");
-    let app = spawn_app(&format!(
-        "{}{}",
-        settings(""),
-        marked_demo("slow", &mark, &["--load-delay", "30s"])
-    ))
-    .await;
+    let app = slow_app(&mark, "30s").await;
     app.wait_for_lifecycle("slow", "starting", START).await;
     assert_eq!(app.shutdown(json!({"model": "slow"})).await.status(), 200);
     assert_eq!(app.backend("slow").await["lifecycle"], "stopped");
@@ -188,12 +184,7 @@ async fn a_shutdown_during_a_start_cancels_it_and_the_start_answers_409() {
 #[tokio::test]
 async fn exit_during_a_start_leaves_no_process() {
     let mark = unique_mark("exit-start");
-    let app = spawn_app(&format!(
-        "{}{}",
-        settings(""),
-        marked_demo("slow", &mark, &["--load-delay", "30s"])
-    ))
-    .await;
+    let app = slow_app(&mark, "30s").await;
     app.wait_for_lifecycle("slow", "starting", START).await;
     assert_eq!(marked_backends(&mark).len(), 1);
     let started = Instant::now();
@@ -305,15 +296,7 @@ async fn an_external_pid_that_is_not_running_is_reported_as_such() {
         message.contains(&format!("pid {pid} is not running")),
         "{message}"
     );
-    let start = Instant::now();
-    let observation = loop {
-        let entry = app.backend("ext").await;
-        if !entry["observation"].is_null() {
-            break entry["observation"].clone();
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "never observed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let observation = app.wait_for_observation("ext").await;
     assert!(observation["process"].is_null(), "{observation}");
     assert_eq!(
         observation["process_error"],
@@ -380,15 +363,7 @@ async fn a_status_error_is_shown_with_its_kind_and_message() {
     ))
     .await;
     app.wait_for_lifecycle("ext", "running", START).await;
-    let start = Instant::now();
-    let observation = loop {
-        let entry = app.backend("ext").await;
-        if !entry["observation"].is_null() {
-            break entry["observation"].clone();
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "never observed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let observation = app.wait_for_observation("ext").await;
     assert_eq!(
         observation["status_error"]["kind"], "error",
         "{observation}"
