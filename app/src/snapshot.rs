@@ -236,6 +236,24 @@ pub struct BackendSummary {
     pub observation: Option<Observation>,
     /// The last lines the backend wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// Automatic restarts after crashes (`restart = "on-failure"`) since backend-monitor started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the last crashed run ended ("killed by signal 9").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// The last stderr lines of the last crashed run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_run_tail: Vec<String>,
+    /// Seconds until the next automatic restart, while one is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_in_secs: Option<u64>,
+    /// Seconds until an idle backend is stopped (`idle_timeout`), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_left_secs: Option<u64>,
+    /// When the backend last reported BUSY, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_busy_unix_ms: Option<u64>,
 }
 
 impl BackendSummary {

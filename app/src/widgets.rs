@@ -170,21 +170,43 @@ pub fn FailureDetails(backend: BackendSummary) -> impl IntoView {
     view! {
         <div class="failure" role="alert">
             <p class="error-message">{backend.last_error.unwrap_or_else(|| "failed".to_string())}</p>
+            {backend.restart_in_secs.map(|secs| view! {
+                <p class="restarting" data-testid="restart-countdown">
+                    {format!("Restarting in {} ({} restarts so far)", format::duration(secs), backend.restarts)}
+                </p>
+            })}
             {(!tail.is_empty()).then(|| view! { <pre class="stderr" aria-label="Last stderr lines">{tail}</pre> })}
         </div>
     }
 }
 
-/// pid, address and uptime.
+/// pid, address, uptime, and (when they apply) the idle-stop countdown and restarts.
 #[component]
 pub fn ProcessInfo(backend: BackendSummary) -> impl IntoView {
+    let idle = backend.idle_left_secs.map(|secs| {
+        view! { <div><dt>"idle stop in"</dt><dd data-testid="idle-countdown">{format::duration(secs)}</dd></div> }
+            .into_any()
+    });
+    let restarts = (backend.restarts > 0).then(|| {
+        let last = backend.last_exit.clone().unwrap_or_default();
+        view! {
+            <div>
+                <dt>"restarts"</dt>
+                <dd title=backend.previous_run_tail.join("\n")>{format!("{} (last: {last})", backend.restarts)}</dd>
+            </div>
+        }
+        .into_any()
+    });
     view! {
         <dl class="process-info">
             <div><dt>"pid"</dt><dd>{backend.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd></div>
             <div><dt>"address"</dt><dd>{backend.address.unwrap_or_else(|| "—".into())}</dd></div>
             <div><dt>"uptime"</dt><dd>{backend.uptime_secs.map(format::duration).unwrap_or_else(|| "—".into())}</dd></div>
+            {idle}
+            {restarts}
         </dl>
     }
+    .into_any()
 }
 
 /// Shut down (running or starting) or Start (stopped or failed managed) for one model.

@@ -208,6 +208,19 @@ pub struct Settings {
     /// API keys; only from flags, environment or a keys file, never from this file.
     #[serde(skip)]
     pub api_keys: ApiKeys,
+    /// Stop a managed backend that has not been busy for this long (a model's own
+    /// `idle_timeout` overrides it). Default: off.
+    #[serde(with = "humantime_serde::option")]
+    pub idle_timeout: Option<Duration>,
+    /// Pause before the first restart of a crashed backend (`restart = "on-failure"`); it
+    /// doubles with each restart in a row. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff: Duration,
+    /// Longest pause between restarts. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
+    /// Restarts in a row (none of whose runs lasted a minute) before giving up. Default 5.
+    pub restart_limit: u32,
 }
 
 impl Settings {
@@ -219,6 +232,8 @@ impl Settings {
             ("free_timeout", self.free_timeout),
             ("load_timeout", self.load_timeout),
             ("request_timeout", self.request_timeout),
+            ("restart_backoff", self.restart_backoff),
+            ("idle_timeout", self.idle_timeout.unwrap_or(Duration::MAX)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("`{name}` must be greater than 0"));
@@ -255,6 +270,10 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             api_keys: ApiKeys::default(),
+            idle_timeout: None,
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(60),
+            restart_limit: 5,
         }
     }
 }
@@ -275,6 +294,21 @@ struct ModelEntry {
     options: Option<Vec<String>>,
     address: Option<String>,
     pid: Option<u32>,
+    restart: Option<RestartPolicy>,
+    #[serde(default, with = "humantime_serde::option")]
+    idle_timeout: Option<Duration>,
+}
+
+/// When a managed backend that exits by itself is started again.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never: it stays failed.
+    #[default]
+    Never,
+    /// After a crash or a failed automatic restart, with exponential backoff, up to
+    /// `restart_limit` times in a row.
+    OnFailure,
 }
 
 /// The file's top level.
@@ -313,6 +347,10 @@ pub struct ManagedSpec {
     pub workdir: Option<PathBuf>,
     /// What to load once healthy, if anything.
     pub load: Option<LoadSpec>,
+    /// What happens when it exits by itself.
+    pub restart: RestartPolicy,
+    /// Its own idle timeout (else the global `idle_timeout`).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// How a model's backend is reached.
@@ -561,11 +599,16 @@ fn validate(entry: ModelEntry) -> Result<ModelSpec, String> {
                 }
                 None => None,
             };
+            if entry.idle_timeout.is_some_and(|t| t.is_zero()) {
+                return Err("`idle_timeout` must be greater than 0 (leave it out for none)".into());
+            }
             BackendSource::Managed(ManagedSpec {
                 command,
                 env: entry.env.unwrap_or_default(),
                 workdir: entry.workdir,
                 load,
+                restart: entry.restart.unwrap_or_default(),
+                idle_timeout: entry.idle_timeout,
             })
         }
         (None, Some(address)) => {
@@ -577,6 +620,8 @@ fn validate(entry: ModelEntry) -> Result<ModelSpec, String> {
                 ("threads", entry.threads.is_some()),
                 ("gpu_layers", entry.gpu_layers.is_some()),
                 ("options", entry.options.is_some()),
+                ("restart", entry.restart.is_some()),
+                ("idle_timeout", entry.idle_timeout.is_some()),
             ];
             if let Some((key, _)) = managed_only.iter().find(|(_, set)| *set) {
                 return Err(format!(
@@ -646,6 +691,8 @@ fn embedded_default() -> Result<Vec<ModelSpec>, ConfigError> {
             env: BTreeMap::new(),
             workdir: None,
             load,
+            restart: RestartPolicy::Never,
+            idle_timeout: None,
         }),
     };
     Ok(vec![

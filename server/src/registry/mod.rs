@@ -23,7 +23,7 @@ use app::snapshot::{
 use model::ModelHandle;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use start::{Ended, NotReady, StartFailure};
 
@@ -131,6 +131,7 @@ impl Registry {
                     settings: Arc::clone(&settings),
                     sampler: sampler.clone(),
                     logs: Arc::new(crate::logs::LogBuffer::new(LOG_LINES)),
+                    observed: Arc::new(observe::Observed::default()),
                     shim: Arc::clone(&shim),
                 });
                 tokio::spawn(observe::observe_forever(
@@ -158,7 +159,7 @@ impl Registry {
             let model = model.clone();
             tokio::spawn(async move {
                 // The owner logs and records the outcome; nobody waits for it here.
-                let _ = model.start().await;
+                let _ = model.start_automatically().await;
             });
         }
     }
@@ -278,9 +279,24 @@ impl BackendDirectory for Registry {
     }
 }
 
+/// Seconds, rounded up, so a countdown shows 0 only when the time is over.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
 fn summarize(model: &ModelHandle) -> BackendSummary {
     let view = model.view();
     let running = view.lifecycle == Lifecycle::Running;
+    let last_busy = model.observed.last_busy();
+    let now = Instant::now();
+    let idle_left_secs = view.idle.map(|(timeout, from)| {
+        let from = last_busy.map_or(from, |busy| busy.at.max(from));
+        whole_seconds((from + timeout).saturating_duration_since(now))
+    });
+    let (last_exit, previous_run_tail) = match view.last_exit.clone() {
+        Some((exit, tail)) => (Some(exit.to_string()), tail),
+        None => (None, Vec::new()),
+    };
     BackendSummary {
         name: model.spec.name.clone(),
         kind: match model.spec.source {
@@ -296,5 +312,13 @@ fn summarize(model: &ModelHandle) -> BackendSummary {
         shutdown_refused: view.shutdown_refused.clone(),
         observation: model.observed.latest(view.run).filter(|_| running),
         stderr_tail: model.logs.tail(LogStream::Stderr, STDERR_TAIL),
+        restarts: view.restarts,
+        last_exit,
+        previous_run_tail,
+        restart_in_secs: view
+            .restart_at
+            .map(|at| whole_seconds(at.saturating_duration_since(now))),
+        idle_left_secs,
+        last_busy_unix_ms: last_busy.map(|busy| busy.at_unix_ms),
     }
 }

@@ -10,7 +10,7 @@ use super::observe::Observed;
 use super::start::{self, StartFailure};
 use super::stop::{self, StopPlan};
 use super::{RegistryError, StartOutcome};
-use crate::config::{BackendSource, ModelSpec, Settings};
+use crate::config::{BackendSource, ManagedSpec, ModelSpec, RestartPolicy, Settings};
 use crate::grpc::BackendClient;
 use crate::logs::LogBuffer;
 use crate::process::{ProcessError, ProcessId, ProcessSampler};
@@ -24,14 +24,22 @@ use tokio::task::AbortHandle;
 
 /// Commands queued per model before senders wait.
 const COMMAND_QUEUE: usize = 64;
+/// A run that lasts this long before crashing resets the count of restarts in a row.
+const STEADY_RUN: Duration = Duration::from_secs(60);
+/// Stderr lines kept from a crashed run.
+const CRASH_TAIL: usize = 5;
 
 /// Where a caller's answer goes; a caller that has gone away is simply not answered.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, RegistryError>>;
 
 /// What the handles ask of the owner.
 pub(super) enum Command {
-    /// Start (or attach) the backend, or join a start in progress.
-    Start(Reply<StartOutcome>),
+    /// Start (or attach) the backend, or join a start in progress. `automatic`: asked by
+    /// backend-monitor itself (at start-up), so a failure follows the restart policy.
+    Start {
+        automatic: bool,
+        reply: Reply<StartOutcome>,
+    },
     /// Stop the backend, or join a stop in progress.
     Shutdown { force: bool, reply: Reply<()> },
     /// backend-monitor is exiting: stop a managed backend at once and refuse further starts.
@@ -70,6 +78,7 @@ pub(super) struct Context {
     pub(super) settings: Arc<Settings>,
     pub(super) sampler: ProcessSampler,
     pub(super) logs: Arc<LogBuffer>,
+    pub(super) observed: Arc<Observed>,
     pub(super) shim: Arc<PathBuf>,
 }
 
@@ -90,6 +99,15 @@ pub(crate) struct ModelView {
     pub(crate) client: Option<BackendClient>,
     /// The process whose metrics stand in when `Status` fails, or why it cannot be sampled.
     pub(crate) watched: Option<Result<ProcessId, ProcessError>>,
+    /// Automatic restarts so far.
+    pub(crate) restarts: u32,
+    /// How the last crashed run ended, and its last stderr lines.
+    pub(crate) last_exit: Option<(ExitInfo, Vec<String>)>,
+    /// When the next automatic restart is due.
+    pub(crate) restart_at: Option<Instant>,
+    /// While it runs with an idle timeout: the timeout, and since when it counts (unless the
+    /// backend was busy later).
+    pub(crate) idle: Option<(Duration, Instant)>,
 }
 
 /// A cheap, cloneable way to talk to one model's owner and read what it publishes.
@@ -115,7 +133,21 @@ impl ModelHandle {
 
     /// Starts the backend, or joins the start in progress.
     pub(crate) async fn start(&self) -> Result<StartOutcome, RegistryError> {
-        self.ask(Command::Start).await
+        self.ask(|reply| Command::Start {
+            automatic: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Starts the backend on backend-monitor's own account (a failure follows the restart
+    /// policy).
+    pub(crate) async fn start_automatically(&self) -> Result<StartOutcome, RegistryError> {
+        self.ask(|reply| Command::Start {
+            automatic: true,
+            reply,
+        })
+        .await
     }
 
     /// Stops the backend, or joins the stop in progress.
@@ -167,6 +199,7 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
             }
             Err(cause) => State::Failed {
                 failure: Failure::Start(cause),
+                restart: None,
             },
         },
     };
@@ -176,6 +209,10 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
         run: 1,
         tasks: 0,
         shutdown_refused: None,
+        restarts: 0,
+        in_a_row: 0,
+        last_exit: None,
+        idle_from: None,
         commands: receiver,
         events_tx,
         events,
@@ -184,7 +221,7 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
     };
     let handle = ModelHandle {
         spec: Arc::clone(&owner.context.spec),
-        observed: Arc::new(Observed::default()),
+        observed: Arc::clone(&owner.context.observed),
         logs: Arc::clone(&owner.context.logs),
         commands,
         view: owner.view.subscribe(),
@@ -205,6 +242,10 @@ fn initial_view(spec: &ModelSpec) -> ModelView {
         shutdown_refused: None,
         client: None,
         watched: None,
+        restarts: 0,
+        last_exit: None,
+        restart_at: None,
+        idle: None,
     }
 }
 
@@ -256,6 +297,15 @@ enum Failure {
     /// Its process exited without being asked to.
     #[error("backend exited unexpectedly ({exit}); last stderr line: {last_stderr}")]
     Exited { exit: ExitInfo, last_stderr: String },
+    /// It kept failing: `restart_limit` restarts in a row did not keep it up.
+    #[error("gave up after {restarts} restarts in a row; the last failure: {last}")]
+    GaveUp { restarts: u32, last: Box<Failure> },
+}
+
+/// An automatic restart waiting for its backoff to pass.
+#[derive(Clone, Copy, Debug)]
+struct PendingRestart {
+    at: Instant,
 }
 
 /// The model's lifecycle; each variant holds only what exists in it.
@@ -263,11 +313,14 @@ enum State {
     Stopped,
     Failed {
         failure: Failure,
+        restart: Option<PendingRestart>,
     },
     Starting {
         run: Run,
         task: Task,
         starters: Vec<Reply<StartOutcome>>,
+        /// Begun by backend-monitor itself: a failure follows the restart policy.
+        automatic: bool,
     },
     Running {
         run: Run,
@@ -280,6 +333,8 @@ enum State {
         /// Starts asked for during the stop: begun once it is done.
         starters: Vec<Reply<StartOutcome>>,
         exits: Vec<oneshot::Sender<()>>,
+        /// Begun by idle auto-stop.
+        idle: bool,
     },
 }
 
@@ -291,6 +346,13 @@ struct Owner {
     run: u64,
     tasks: u64,
     shutdown_refused: Option<String>,
+    /// Automatic restarts so far, and how many of them in a row (reset by a steady run).
+    restarts: u32,
+    in_a_row: u32,
+    /// How the last crashed run ended, and its last stderr lines.
+    last_exit: Option<(ExitInfo, Vec<String>)>,
+    /// Idle time counts from here at the earliest (set when an idle stop was refused).
+    idle_from: Option<Instant>,
     commands: mpsc::Receiver<Command>,
     events_tx: mpsc::UnboundedSender<(u64, Event)>,
     events: mpsc::UnboundedReceiver<(u64, Event)>,
@@ -304,6 +366,14 @@ impl Owner {
                 State::Running { run } => run.process.clone(),
                 _ => None,
             };
+            let restart_at = match &self.state {
+                State::Failed {
+                    restart: Some(restart),
+                    ..
+                } => Some(restart.at),
+                _ => None,
+            };
+            let idle_at = self.idle_deadline();
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
@@ -312,6 +382,8 @@ impl Owner {
                 },
                 Some((task, event)) = self.events.recv() => self.on_event(task, event).await,
                 exit = exited(running) => self.on_unexpected_exit(exit),
+                () = sleep_until(restart_at) => self.restart().await,
+                () = sleep_until(idle_at) => self.on_idle_deadline(),
             }
             self.publish();
         }
@@ -322,15 +394,22 @@ impl Owner {
         &self.context.spec.name
     }
 
+    fn managed(&self) -> Option<&ManagedSpec> {
+        match &self.context.spec.source {
+            BackendSource::Managed(spec) => Some(spec),
+            BackendSource::External { .. } => None,
+        }
+    }
+
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Start(reply) => self.on_start(reply).await,
+            Command::Start { automatic, reply } => self.on_start(automatic, reply).await,
             Command::Shutdown { force, reply } => self.on_shutdown(force, reply),
             Command::Exit(done) => self.on_exit(done),
         }
     }
 
-    async fn on_start(&mut self, reply: Reply<StartOutcome>) {
+    async fn on_start(&mut self, automatic: bool, reply: Reply<StartOutcome>) {
         if self.closing {
             let _ = reply.send(Err(RegistryError::Closing));
             return;
@@ -342,14 +421,34 @@ impl Owner {
             State::Starting { starters, .. } | State::Stopping { starters, .. } => {
                 starters.push(reply);
             }
-            State::Stopped | State::Failed { .. } => self.begin_start(vec![reply]).await,
+            State::Stopped | State::Failed { .. } => {
+                if !automatic {
+                    self.in_a_row = 0;
+                }
+                self.begin_start(vec![reply], automatic).await;
+            }
         }
     }
 
     fn on_shutdown(&mut self, force: bool, reply: Reply<()>) {
+        if let State::Stopping { stoppers, .. } = &mut self.state {
+            stoppers.push(reply);
+            if force {
+                self.skip_busy_wait();
+            }
+            return;
+        }
         match std::mem::replace(&mut self.state, State::Stopped) {
             State::Stopped => {
                 let _ = reply.send(Err(self.not_loaded(Lifecycle::Stopped)));
+            }
+            State::Failed {
+                restart: Some(_), ..
+            } => {
+                // Stopped on purpose: it is not restarted.
+                tracing::info!(model = %self.name(), "pending restart cancelled by a shutdown");
+                self.in_a_row = 0;
+                let _ = reply.send(Ok(()));
             }
             state @ State::Failed { .. } => {
                 self.state = state;
@@ -365,35 +464,27 @@ impl Owner {
             }
             State::Running { run } => {
                 self.shutdown_refused = None;
+                self.in_a_row = 0;
                 let busy_wait = (!force).then_some(self.context.settings.busy_wait);
                 self.begin_stop(run, busy_wait, true, vec![reply], Vec::new());
             }
-            State::Stopping {
-                run,
-                task,
-                phase,
-                mut stoppers,
-                starters,
-                exits,
-            } => {
-                stoppers.push(reply);
-                self.state = State::Stopping {
-                    run,
-                    task,
-                    phase,
-                    stoppers,
-                    starters,
-                    exits,
-                };
-                if force {
-                    self.skip_busy_wait();
-                }
-            }
+            State::Stopping { .. } => unreachable!("handled above"),
         }
     }
 
     fn on_exit(&mut self, done: oneshot::Sender<()>) {
         self.closing = true;
+        if let State::Stopping {
+            starters, exits, ..
+        } = &mut self.state
+        {
+            exits.push(done);
+            for starter in starters.drain(..) {
+                let _ = starter.send(Err(RegistryError::Closing));
+            }
+            self.skip_busy_wait();
+            return;
+        }
         match std::mem::replace(&mut self.state, State::Stopped) {
             State::Starting { run, starters, .. } => {
                 for starter in starters {
@@ -404,30 +495,16 @@ impl Owner {
             State::Running { run } if run.process.is_some() => {
                 self.begin_stop(run, None, false, Vec::new(), vec![done]);
             }
-            State::Stopping {
-                run,
-                task,
-                phase,
-                stoppers,
-                starters,
-                mut exits,
-            } => {
-                exits.push(done);
-                for starter in starters {
-                    let _ = starter.send(Err(RegistryError::Closing));
-                }
-                self.state = State::Stopping {
-                    run,
-                    task,
-                    phase,
-                    stoppers,
-                    starters: Vec::new(),
-                    exits,
+            State::Failed { failure, .. } => {
+                // No restart any more.
+                self.state = State::Failed {
+                    failure,
+                    restart: None,
                 };
-                self.skip_busy_wait();
+                let _ = done.send(());
             }
-            // Stopped, failed, or an external backend, which backend-monitor did not start and
-            // leaves running.
+            // Stopped, or an external backend, which backend-monitor did not start and leaves
+            // running.
             state => {
                 self.state = state;
                 let _ = done.send(());
@@ -460,37 +537,37 @@ impl Owner {
         if task != current {
             return;
         }
+        if let (State::Stopping { phase, .. }, Event::BusyWaitOver) = (&mut self.state, &event) {
+            *phase = StopPhase::Ending;
+            return;
+        }
         match (std::mem::replace(&mut self.state, State::Stopped), event) {
             (State::Starting { run, starters, .. }, Event::StartFinished(Ok(()))) => {
                 tracing::info!(model = %self.name(), address = %run.address, "backend ready");
+                self.idle_from = None;
                 self.state = State::Running { run };
                 for starter in starters {
                     let _ = starter.send(Ok(StartOutcome::Started));
                 }
             }
-            (State::Starting { run, starters, .. }, Event::StartFinished(Err(cause))) => {
-                self.forget(&run);
-                self.fail_start(cause, starters);
-            }
             (
-                State::Stopping {
+                State::Starting {
                     run,
-                    task,
-                    stoppers,
                     starters,
-                    exits,
+                    automatic,
                     ..
                 },
-                Event::BusyWaitOver,
+                Event::StartFinished(Err(cause)),
             ) => {
-                self.state = State::Stopping {
-                    run,
-                    task,
-                    phase: StopPhase::Ending,
-                    stoppers,
-                    starters,
-                    exits,
+                self.forget(&run);
+                let error = RegistryError::StartFailed {
+                    model: self.name().to_string(),
+                    cause: cause.clone(),
                 };
+                for starter in starters {
+                    let _ = starter.send(Err(error.clone()));
+                }
+                self.fail(Failure::Start(cause), automatic);
             }
             (
                 State::Stopping {
@@ -498,12 +575,18 @@ impl Owner {
                     stoppers,
                     starters,
                     exits,
+                    idle,
                     ..
                 },
                 Event::StopRefused(error),
             ) => {
                 tracing::warn!(model = %self.name(), "shutdown refused: {error}");
-                self.shutdown_refused = Some(error.to_string());
+                if idle && stoppers.is_empty() {
+                    // Busy after all: idle time counts anew.
+                    self.idle_from = Some(Instant::now());
+                } else {
+                    self.shutdown_refused = Some(error.to_string());
+                }
                 self.state = State::Running { run };
                 for stopper in stoppers {
                     let _ = stopper.send(Err(error.clone()));
@@ -540,7 +623,7 @@ impl Owner {
                     let _ = done.send(());
                 }
                 if !starters.is_empty() && !self.closing {
-                    self.begin_start(starters).await;
+                    self.begin_start(starters, false).await;
                 }
             }
             (state, _) => self.state = state,
@@ -552,17 +635,96 @@ impl Owner {
             return;
         };
         self.forget(&run);
+        if run.since.elapsed() >= STEADY_RUN {
+            self.in_a_row = 0;
+        }
+        let logs = &self.context.logs;
+        self.last_exit = Some((exit, logs.tail(LogStream::Stderr, CRASH_TAIL)));
         let failure = Failure::Exited {
             exit,
-            last_stderr: last_stderr_line(&self.context.logs),
+            last_stderr: last_stderr_line(logs),
         };
+        self.fail(failure, true);
+    }
+
+    /// Enters `Failed`; under `restart = "on-failure"` (and `may_restart`), schedules a restart
+    /// after an exponential backoff, or gives up after `restart_limit` in a row.
+    fn fail(&mut self, failure: Failure, may_restart: bool) {
         tracing::error!(model = %self.name(), "{failure}");
         self.shutdown_refused = None;
-        self.state = State::Failed { failure };
+        let settings = &self.context.settings;
+        let on_failure = self
+            .managed()
+            .is_some_and(|m| m.restart == RestartPolicy::OnFailure);
+        let (failure, restart) = if !(on_failure && may_restart) || self.closing {
+            (failure, None)
+        } else if self.in_a_row < settings.restart_limit {
+            let delay = backoff(settings, self.in_a_row);
+            self.in_a_row += 1;
+            tracing::warn!(model = %self.name(), "restarting in {delay:?} (restart {} in a row)", self.in_a_row);
+            let at = Instant::now() + delay;
+            (failure, Some(PendingRestart { at }))
+        } else {
+            let gave_up = Failure::GaveUp {
+                restarts: self.in_a_row,
+                last: Box::new(failure),
+            };
+            tracing::error!(model = %self.name(), "{gave_up}");
+            (gave_up, None)
+        };
+        self.state = State::Failed { failure, restart };
+    }
+
+    /// The backoff of a pending restart has passed.
+    async fn restart(&mut self) {
+        if matches!(
+            self.state,
+            State::Failed {
+                restart: Some(_),
+                ..
+            }
+        ) {
+            self.restarts += 1;
+            self.begin_start(Vec::new(), true).await;
+        }
+    }
+
+    /// When an idle running backend is due to be stopped, if it has an idle timeout.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let State::Running { run } = &self.state else {
+            return None;
+        };
+        let timeout = self
+            .managed()?
+            .idle_timeout
+            .or(self.context.settings.idle_timeout)?;
+        let last_busy = self.context.observed.last_busy().map(|b| b.at);
+        let from = [Some(run.since), self.idle_from, last_busy]
+            .into_iter()
+            .flatten()
+            .max()?;
+        Some(from + timeout)
+    }
+
+    /// Stops the backend gracefully (as a shutdown does) once it has been idle long enough.
+    fn on_idle_deadline(&mut self) {
+        if self.idle_deadline().is_none_or(|at| at > Instant::now()) {
+            // It was busy in the meantime; the loop waits for the new deadline.
+            return;
+        }
+        let State::Running { run } = std::mem::replace(&mut self.state, State::Stopped) else {
+            return;
+        };
+        tracing::info!(model = %self.name(), "idle for its idle_timeout; stopping");
+        let busy_wait = Some(self.context.settings.busy_wait);
+        self.begin_stop(run, busy_wait, true, Vec::new(), Vec::new());
+        if let State::Stopping { idle, .. } = &mut self.state {
+            *idle = true;
+        }
     }
 
     /// Prepares a run (spawning a managed backend's process) and starts waiting for it.
-    async fn begin_start(&mut self, starters: Vec<Reply<StartOutcome>>) {
+    async fn begin_start(&mut self, starters: Vec<Reply<StartOutcome>>, automatic: bool) {
         self.run += 1;
         self.shutdown_refused = None;
         let prepared = match &self.context.spec.source {
@@ -587,7 +749,16 @@ impl Owner {
         };
         let run = match prepared {
             Ok(run) => run,
-            Err(cause) => return self.fail_start(cause, starters),
+            Err(cause) => {
+                let error = RegistryError::StartFailed {
+                    model: self.name().to_string(),
+                    cause: cause.clone(),
+                };
+                for starter in starters {
+                    let _ = starter.send(Err(error.clone()));
+                }
+                return self.fail(Failure::Start(cause), automatic);
+            }
         };
         if let Some(Ok(process)) = &run.watched {
             self.context.sampler.track(*process);
@@ -596,10 +767,7 @@ impl Owner {
         let logs = Arc::clone(&self.context.logs);
         let client = run.client.clone();
         let process = run.process.clone();
-        let load = match &self.context.spec.source {
-            BackendSource::Managed(spec) => spec.load.clone(),
-            BackendSource::External { .. } => None,
-        };
+        let load = self.managed().and_then(|m| m.load.clone());
         let task = spawn_task(
             &mut self.tasks,
             &self.events_tx,
@@ -617,21 +785,8 @@ impl Owner {
             run,
             task,
             starters,
+            automatic,
         };
-    }
-
-    fn fail_start(&mut self, cause: StartFailure, starters: Vec<Reply<StartOutcome>>) {
-        let error = RegistryError::StartFailed {
-            model: self.name().to_string(),
-            cause: cause.clone(),
-        };
-        tracing::error!(model = %self.name(), "{error}");
-        self.state = State::Failed {
-            failure: Failure::Start(cause),
-        };
-        for starter in starters {
-            let _ = starter.send(Err(error.clone()));
-        }
     }
 
     /// Begins stopping `run`; `busy_wait: None` skips the wait for a busy backend.
@@ -658,6 +813,7 @@ impl Owner {
             stoppers,
             starters: Vec::new(),
             exits,
+            idle: false,
         };
     }
 
@@ -688,6 +844,13 @@ impl Owner {
                 (*phase == StopPhase::BusyWait).then_some(&run.client),
             ),
         };
+        let idle = match (&self.state, self.managed()) {
+            (State::Running { run }, Some(managed)) => managed
+                .idle_timeout
+                .or(self.context.settings.idle_timeout)
+                .map(|timeout| (timeout, self.idle_from.unwrap_or(run.since).max(run.since))),
+            _ => None,
+        };
         self.view.send_replace(ModelView {
             lifecycle,
             run: self.run,
@@ -702,7 +865,7 @@ impl Owner {
                 .filter(|_| lifecycle == Lifecycle::Running)
                 .map(|r| r.since),
             last_error: match &self.state {
-                State::Failed { failure } => Some(failure.to_string()),
+                State::Failed { failure, .. } => Some(failure.to_string()),
                 _ => None,
             },
             shutdown_refused: self
@@ -711,7 +874,33 @@ impl Owner {
                 .filter(|_| lifecycle == Lifecycle::Running),
             client: client.cloned(),
             watched: run.and_then(|r| r.watched.clone()),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            restart_at: match &self.state {
+                State::Failed {
+                    restart: Some(restart),
+                    ..
+                } => Some(restart.at),
+                _ => None,
+            },
+            idle,
         });
+    }
+}
+
+/// The pause before restart number `in_a_row + 1`: the backoff doubled each time, capped.
+fn backoff(settings: &Settings, in_a_row: u32) -> Duration {
+    settings
+        .restart_backoff
+        .saturating_mul(1u32 << in_a_row.min(20))
+        .min(settings.restart_backoff_max.max(settings.restart_backoff))
+}
+
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

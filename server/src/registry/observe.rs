@@ -6,9 +6,12 @@ use super::model::{ModelHandle, ModelView};
 use crate::clock::unix_ms;
 use crate::config::Settings;
 use crate::process::ProcessSampler;
-use app::snapshot::{HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind};
+use app::snapshot::{
+    BackendState, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 /// History points kept per backend (10 minutes at the default 1 s poll interval).
 pub(super) const HISTORY_POINTS: usize = 600;
@@ -24,6 +27,17 @@ struct Inner {
     /// The latest observation and the run it belongs to.
     latest: Option<(u64, Observation)>,
     history: VecDeque<HistoryPoint>,
+    /// When the backend last reported BUSY (for idle auto-stop and the panel).
+    last_busy: Option<LastBusy>,
+}
+
+/// When a backend was last seen BUSY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LastBusy {
+    /// For measuring idle time.
+    pub(crate) at: Instant,
+    /// For showing it.
+    pub(crate) at_unix_ms: u64,
 }
 
 impl Observed {
@@ -38,7 +52,17 @@ impl Observed {
             memory_bytes: observation.memory_bytes(),
             cpu_percent: observation.process.as_ref().map(|p| p.cpu_percent),
         };
+        let busy = observation
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state == BackendState::Busy);
         let mut inner = self.lock();
+        if busy {
+            inner.last_busy = Some(LastBusy {
+                at: Instant::now(),
+                at_unix_ms: observation.at_unix_ms,
+            });
+        }
         inner.latest = Some((run, observation));
         if inner.history.len() == HISTORY_POINTS {
             inner.history.pop_front();
@@ -52,6 +76,11 @@ impl Observed {
             Some((of, observation)) if *of == run => Some(observation.clone()),
             _ => None,
         }
+    }
+
+    /// When the backend last reported BUSY.
+    pub(crate) fn last_busy(&self) -> Option<LastBusy> {
+        self.lock().last_busy
     }
 
     /// The history, oldest first.

@@ -8,3 +8,4 @@ mod lifecycle;
 mod monitor;
 mod ownership;
 mod security;
+mod supervision;

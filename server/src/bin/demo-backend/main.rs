@@ -5,7 +5,8 @@
 //! `weights_mib:N` and `kv_cache_mib:N`), `Status` reports its own resident memory with that
 //! breakdown, and `Free` releases it. `--status-unimplemented` makes `Status` and `Free` answer
 //! UNIMPLEMENTED, like many real backends, to exercise the OS fallback; `--status-delay` makes
-//! `Status` hang, like a stuck backend; `--load-delay` makes `LoadModel` slow.
+//! `Status` hang, like a stuck backend; `--load-delay` makes `LoadModel` slow;
+//! `--report-busy` makes it report BUSY once loaded.
 
 use clap::Parser;
 use proto::backend_server::{Backend, BackendServer};
@@ -38,6 +39,9 @@ struct Args {
     /// Answer Status only after this long, e.g. `1h` (to show a hung backend).
     #[arg(long, value_parser = humantime::parse_duration)]
     status_delay: Option<Duration>,
+    /// Report BUSY once a model is loaded (as if always serving a request).
+    #[arg(long)]
+    report_busy: bool,
     /// Take this long to answer LoadModel, e.g. `2s` (a slow model load).
     #[arg(long, value_parser = humantime::parse_duration)]
     load_delay: Option<Duration>,
@@ -54,6 +58,7 @@ struct Demo {
     status_unimplemented: bool,
     status_delay: Option<Duration>,
     load_delay: Option<Duration>,
+    report_busy: bool,
     loaded: Arc<Mutex<Option<Loaded>>>,
 }
 
@@ -150,7 +155,11 @@ impl Backend for Demo {
         let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         let (state, weights, kv_cache) = match loaded.as_ref() {
             Some(l) => (
-                State::Ready,
+                if self.report_busy {
+                    State::Busy
+                } else {
+                    State::Ready
+                },
                 l.weights.len() as u64,
                 l.kv_cache.len() as u64,
             ),
@@ -214,6 +223,7 @@ async fn main() -> std::process::ExitCode {
         status_unimplemented: args.status_unimplemented,
         status_delay: args.status_delay,
         load_delay: args.load_delay,
+        report_busy: args.report_busy,
         loaded: Arc::new(Mutex::new(None)),
     };
     eprintln!("demo-backend listening on {}", args.addr);
