@@ -11,8 +11,9 @@ use std::sync::Arc;
 pub trait BackendDirectory: Send + Sync + 'static {
     /// Every configured backend.
     fn snapshot(&self) -> PanelSnapshot;
-    /// One backend with its history and logs; `None` when no model has that name.
-    fn detail(&self, model: &str) -> Option<ModelDetail>;
+    /// One backend with its history and its log lines after `logs_since` (all for 0); `None`
+    /// when no model has that name.
+    fn detail(&self, model: &str, logs_since: u64) -> Option<ModelDetail>;
 }
 
 /// The context value server functions look up.

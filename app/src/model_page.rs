@@ -2,18 +2,22 @@
 
 use crate::format;
 use crate::live;
-use crate::snapshot::{HistoryPoint, LogStream, ModelDetail};
+use crate::snapshot::{HistoryPoint, LOG_LINES_KEPT, LogStream, ModelDetail};
 use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
-/// One model with its history and logs; `None` when no model has that name.
+/// One model with its history and its log lines after `logs_since` (all kept lines for 0);
+/// `None` when no model has that name.
 #[server(prefix = "/_panel", endpoint = "model")]
-pub async fn get_model(name: String) -> Result<Option<ModelDetail>, ServerFnError> {
+pub async fn get_model(
+    name: String,
+    logs_since: u64,
+) -> Result<Option<ModelDetail>, ServerFnError> {
     let directory = use_context::<crate::directory::SharedDirectory>()
         .ok_or_else(|| ServerFnError::new("the backend directory is not available"))?;
-    Ok(directory.detail(&name))
+    Ok(directory.detail(&name, logs_since))
 }
 
 /// The page for the model named in the URL.
@@ -21,7 +25,7 @@ pub async fn get_model(name: String) -> Result<Option<ModelDetail>, ServerFnErro
 pub fn ModelPage() -> impl IntoView {
     let params = use_params_map();
     let name = move || params.with(|p| p.get("name").unwrap_or_default());
-    let initial = Resource::new(name, get_model);
+    let initial = Resource::new(name, |name| get_model(name, 0));
     let permissions = Resource::new(|| (), |_| crate::panel::get_permissions());
     view! {
         <p class="breadcrumb"><A href="/">"← All backends"</A></p>
@@ -41,14 +45,27 @@ pub fn ModelPage() -> impl IntoView {
 #[component]
 fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
     let name = initial.summary.name.clone();
+    // Log lines are fetched incrementally: each refresh asks only for lines after the last one.
+    let logs = RwSignal::new(initial.logs.clone());
     let detail = RwSignal::new(initial);
     let on_done = live::keep_fresh(
         {
             let name = name.clone();
-            move || get_model(name.clone())
+            move || {
+                let since = logs.with_untracked(|l| l.last().map_or(0, |l| l.seq));
+                get_model(name.clone(), since)
+            }
         },
         move |result| {
-            if let Ok(Some(fresh)) = result {
+            if let Ok(Some(mut fresh)) = result {
+                let new_lines = std::mem::take(&mut fresh.logs);
+                if !new_lines.is_empty() {
+                    logs.update(|kept| {
+                        kept.extend(new_lines);
+                        let excess = kept.len().saturating_sub(LOG_LINES_KEPT);
+                        kept.drain(..excess);
+                    });
+                }
                 detail.set(fresh);
             }
         },
@@ -90,11 +107,11 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
         </section>
         <section class="card">
             <h2>"Recent log lines"</h2>
-            {move || detail.with(|d| {
-                if d.logs.is_empty() {
+            {move || logs.with(|logs| {
+                if logs.is_empty() {
                     view! { <p class="muted">"Nothing logged (external backends' output is not captured)."</p> }.into_any()
                 } else {
-                    let lines = d.logs.iter().map(|l| {
+                    let lines = logs.iter().map(|l| {
                         let class = match l.stream { LogStream::Stdout => "stdout", LogStream::Stderr => "stderr" };
                         view! { <span class=class><time>{format::time_of_day(l.at_unix_ms)}</time>" "{l.text.clone()}"\n"</span> }
                     }).collect_view();

@@ -314,9 +314,15 @@ pub enum LogStream {
     Stderr,
 }
 
+/// Log lines kept per backend.
+pub const LOG_LINES_KEPT: usize = 500;
+
 /// One line a managed backend wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
+    /// Its position in the backend's output, counting from 1: the cursor for fetching only
+    /// newer lines (`since`).
+    pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
     /// Stdout or stderr.
@@ -332,8 +338,19 @@ pub struct ModelDetail {
     pub summary: BackendSummary,
     /// Oldest first.
     pub history: Vec<HistoryPoint>,
-    /// Oldest first.
+    /// Oldest first: every kept line, or those after the cursor asked for.
     pub logs: Vec<LogLine>,
+}
+
+/// Log lines after a cursor (`GET /api/backends/<name>/logs?since=<cursor>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// Lines after the cursor, oldest first.
+    pub lines: Vec<LogLine>,
+    /// The cursor for the next call: the last line's `seq` (or the cursor given, when none is new).
+    pub next: u64,
+    /// The oldest line still kept (0 when none); lines between the cursor and it were dropped.
+    pub first: u64,
 }
 
 /// What the request's key or session may do, so the panel can disable what it would refuse.

@@ -5,9 +5,9 @@ use crate::error::ApiError;
 use crate::registry::{Reading, Registry, RegistryError, StartOutcome};
 use crate::startup::AppState;
 use app::directory::BackendDirectory;
-use app::snapshot::{MemoryUsage, ModelDetail, PanelSnapshot, ProcessMetrics};
+use app::snapshot::{LogPage, MemoryUsage, ModelDetail, PanelSnapshot, ProcessMetrics};
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/version", get(version))
         .route("/api/backends", get(backends))
         .route("/api/backends/{name}", get(backend_detail))
+        .route("/api/backends/{name}/logs", get(backend_logs))
         // Unknown API paths answer in JSON, not with the panel's HTML 404 page.
         .route("/api/{*rest}", any(unknown_path))
         .route("/backend/{*rest}", any(unknown_path))
@@ -306,7 +307,33 @@ async fn backend_detail(
     Path(name): Path<String>,
 ) -> Result<Json<ModelDetail>, ApiError> {
     registry
-        .detail(&name)
+        .detail(&name, 0)
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("model {name:?} is not configured")))
+        .ok_or_else(|| not_configured(&name))
+}
+
+fn not_configured(name: &str) -> ApiError {
+    ApiError::NotFound(format!("model {name:?} is not configured"))
+}
+
+/// `?since=<cursor>` of the logs endpoint.
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+/// A model's log lines after `?since=` (all kept lines without it), so pollers fetch only new
+/// lines.
+async fn backend_logs(
+    State(registry): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<LogPage>, ApiError> {
+    let query: LogsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("bad query: {e} (use ?since=<number>)")))?;
+    registry
+        .logs(&name, query.since)
+        .map(Json)
+        .map_err(|_| not_configured(&name))
 }

@@ -22,6 +22,10 @@ pub struct Cli {
     /// Internal subcommands.
     #[command(subcommand)]
     pub command: Option<Subcommand>,
+    /// How log lines are written: `text` for people, `json` (one object per line) for log
+    /// collectors. Levels come from `RUST_LOG` (default `info`).
+    #[arg(long, env = "BACKEND_MONITOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// TOML file listing the models to watch. Without it, two demo backends are started.
     #[arg(long, short, env = "BACKEND_MONITOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -150,6 +154,15 @@ impl ApiKeys {
         }
         Ok(())
     }
+}
+
+/// The format of backend-monitor's own log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands of `backend-monitor`; without one, it serves.

@@ -1,24 +1,33 @@
 //! A bounded buffer of the lines a managed backend wrote, kept for the panel and error messages.
 
-use app::snapshot::{LogLine, LogStream};
+use app::snapshot::{LogLine, LogPage, LogStream};
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 
 /// Longest line kept; the rest of a longer line is cut.
 const MAX_LINE_BYTES: usize = 4096;
 
-/// The last `capacity` lines of a backend's stdout and stderr.
+/// The last `capacity` lines of a backend's stdout and stderr, numbered from 1.
 #[derive(Debug)]
 pub struct LogBuffer {
-    lines: Mutex<VecDeque<LogLine>>,
+    lines: Mutex<Lines>,
     capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    kept: VecDeque<LogLine>,
+    last_seq: u64,
 }
 
 impl LogBuffer {
     /// An empty buffer keeping at most `capacity` lines.
     pub fn new(capacity: usize) -> Self {
         Self {
-            lines: Mutex::new(VecDeque::with_capacity(capacity)),
+            lines: Mutex::new(Lines {
+                kept: VecDeque::with_capacity(capacity),
+                last_seq: 0,
+            }),
             capacity,
         }
     }
@@ -33,27 +42,45 @@ impl LogBuffer {
             text.truncate(cut);
             text.push('…');
         }
-        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        if lines.len() == self.capacity {
-            lines.pop_front();
+        let mut lines = self.lock();
+        if lines.kept.len() == self.capacity {
+            lines.kept.pop_front();
         }
-        lines.push_back(LogLine {
+        lines.last_seq += 1;
+        let seq = lines.last_seq;
+        lines.kept.push_back(LogLine {
+            seq,
             at_unix_ms: crate::clock::unix_ms(),
             stream,
             text,
         });
     }
 
-    /// Every kept line, oldest first.
-    pub fn all(&self) -> Vec<LogLine> {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        lines.iter().cloned().collect()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The kept lines after `since` (every kept line for 0), and the cursors.
+    pub fn since(&self, since: u64) -> LogPage {
+        let lines = self.lock();
+        let after: Vec<LogLine> = lines
+            .kept
+            .iter()
+            .filter(|l| l.seq > since)
+            .cloned()
+            .collect();
+        LogPage {
+            next: after.last().map_or(since, |l| l.seq),
+            first: lines.kept.front().map_or(0, |l| l.seq),
+            lines: after,
+        }
     }
 
     /// The last `n` lines of one stream, oldest first.
     pub fn tail(&self, stream: LogStream, n: usize) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines = self.lock();
         let mut tail: Vec<String> = lines
+            .kept
             .iter()
             .rev()
             .filter(|l| l.stream == stream && !l.text.trim().is_empty())
@@ -77,14 +104,36 @@ mod tests {
         }
         buffer.push(LogStream::Stdout, "d".into());
         assert_eq!(buffer.tail(LogStream::Stderr, 5), vec!["c".to_string()]);
-        assert_eq!(buffer.all().len(), 2);
+        assert_eq!(buffer.since(0).lines.len(), 2);
+    }
+
+    #[test]
+    fn a_cursor_returns_only_newer_lines_and_tells_what_was_dropped() {
+        let buffer = LogBuffer::new(3);
+        for text in ["a", "b", "c", "d", "e"] {
+            buffer.push(LogStream::Stdout, text.into());
+        }
+        let all = buffer.since(0);
+        assert_eq!(all.first, 3);
+        assert_eq!(all.next, 5);
+        let texts = |page: &LogPage| {
+            page.lines
+                .iter()
+                .map(|l| l.text.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts(&all), ["c", "d", "e"]);
+        assert_eq!(texts(&buffer.since(4)), ["e"]);
+        let none = buffer.since(5);
+        assert!(none.lines.is_empty());
+        assert_eq!(none.next, 5, "the cursor stays");
     }
 
     #[test]
     fn long_lines_are_cut_on_a_char_boundary() {
         let buffer = LogBuffer::new(1);
         buffer.push(LogStream::Stdout, "é".repeat(MAX_LINE_BYTES));
-        let line = &buffer.all()[0].text;
+        let line = &buffer.since(0).lines[0].text;
         assert!(line.len() <= MAX_LINE_BYTES + '…'.len_utf8());
     }
 }

@@ -2,7 +2,7 @@
 //! Run as `backend-monitor __shim …`, it is the shim that supervises one managed backend.
 
 use clap::Parser;
-use server::config::{Cli, Config, Subcommand};
+use server::config::{Cli, Config, LogFormat, Subcommand};
 use server::shim;
 use server::startup::{Application, shutdown_signal};
 use std::process::ExitCode;
@@ -13,11 +13,12 @@ fn main() -> ExitCode {
     if let Some(Subcommand::Shim { report_fd, command }) = &cli.command {
         shim::run(*report_fd, command);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

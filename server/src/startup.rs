@@ -9,7 +9,9 @@ use crate::headers;
 use crate::registry::Registry;
 use app::directory::SharedDirectory;
 use app::{App, shell};
+use axum::body::Body;
 use axum::extract::FromRef;
+use axum::http::{Request, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use leptos::config::{Env, LeptosOptions};
@@ -20,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
 
 /// How long in-flight requests may run after a shutdown signal before the server stops anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,6 +157,22 @@ fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(headers::security_headers))
         .layer(CompressionLayer::new())
+        // One span per request (method and path), ended by an event with its status and
+        // latency: at debug level, since the panel polls every second; server errors are
+        // logged where they arise.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                .on_response(|response: &Response<Body>, latency: Duration, _: &tracing::Span| {
+                    tracing::debug!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1000.0,
+                        "served"
+                    );
+                }),
+        )
         .with_state(state)
 }
 

@@ -17,8 +17,8 @@ use crate::grpc::CallError;
 use crate::process::{ProcessError, ProcessSampler};
 use app::directory::BackendDirectory;
 use app::snapshot::{
-    BackendKind, BackendStatus, BackendSummary, Lifecycle, LogStream, ModelDetail, PanelSnapshot,
-    ProcessMetrics,
+    BackendKind, BackendStatus, BackendSummary, Lifecycle, LogPage, LogStream, ModelDetail,
+    PanelSnapshot, ProcessMetrics,
 };
 use model::ModelHandle;
 use std::path::PathBuf;
@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 
 pub use start::{Ended, NotReady, StartFailure};
 
-/// Log lines kept per backend.
-const LOG_LINES: usize = 500;
 /// Stderr lines shown with a failed backend.
 const STDERR_TAIL: usize = 5;
 
@@ -130,7 +128,7 @@ impl Registry {
                     spec: Arc::new(spec),
                     settings: Arc::clone(&settings),
                     sampler: sampler.clone(),
-                    logs: Arc::new(crate::logs::LogBuffer::new(LOG_LINES)),
+                    logs: Arc::new(crate::logs::LogBuffer::new(app::snapshot::LOG_LINES_KEPT)),
                     observed: Arc::new(observe::Observed::default()),
                     shim: Arc::clone(&shim),
                 });
@@ -249,6 +247,11 @@ impl Registry {
             .collect()
     }
 
+    /// The log lines of a model after `since` (see [`LogPage`]).
+    pub fn logs(&self, name: &str, since: u64) -> Result<LogPage, RegistryError> {
+        Ok(self.find(name)?.logs.since(since))
+    }
+
     /// Distinct backend labels, in configuration order.
     pub fn backend_labels(&self) -> Vec<String> {
         let mut labels: Vec<String> = Vec::new();
@@ -269,12 +272,12 @@ impl BackendDirectory for Registry {
         }
     }
 
-    fn detail(&self, name: &str) -> Option<ModelDetail> {
+    fn detail(&self, name: &str, logs_since: u64) -> Option<ModelDetail> {
         let model = self.find(name).ok()?;
         Some(ModelDetail {
             summary: summarize(model),
             history: model.observed.history(),
-            logs: model.logs.all(),
+            logs: model.logs.since(logs_since).lines,
         })
     }
 }

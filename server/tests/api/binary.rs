@@ -155,3 +155,46 @@ fn an_invalid_config_fails_at_start_up_naming_the_file_and_entry() {
         "{stderr}"
     );
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let config = config_file("");
+    let mut server = Command::new(SERVER_BINARY)
+        .arg("--config")
+        .arg(config.path())
+        .arg("--addr")
+        .arg("127.0.0.1:0")
+        .arg("--log-format")
+        .arg("json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let stdout = server.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a log line within 10 s");
+    let _ = server.kill();
+    let _ = server.wait();
+    let entry: Value = serde_json::from_str(&line).expect("the line is JSON");
+    assert_eq!(entry["level"], "INFO", "{entry}");
+    assert!(
+        entry["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("watching 0 model(s)")),
+        "{entry}"
+    );
+}

@@ -395,5 +395,42 @@ async fn a_log_keeps_its_last_500_lines() {
     assert_eq!(logs.len(), 500);
     assert_eq!(logs[0]["text"], "line 201");
     assert_eq!(logs[499]["text"], "line 700");
+
+    // Pollers ask only for what is new.
+    let page: Value = app
+        .get("/api/backends/chatty/logs")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["lines"].as_array().unwrap().len(), 500);
+    assert_eq!(
+        (page["first"].as_u64(), page["next"].as_u64()),
+        (Some(201), Some(700))
+    );
+    let page: Value = app
+        .get("/api/backends/chatty/logs?since=690")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = page["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 10);
+    assert_eq!((texts[0], texts[9]), ("line 691", "line 700"));
+    let page: Value = app
+        .get("/api/backends/chatty/logs?since=700")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["lines"], json!([]));
+    assert_eq!(page["next"], 700);
+    expect_error(app.get("/api/backends/chatty/logs?since=soon").await, 400).await;
+    expect_error(app.get("/api/backends/nobody/logs").await, 404).await;
     app.stop().await;
 }
