@@ -811,7 +811,8 @@ mod tests {
     fn the_columns_line_up_and_long_names_are_cut() {
         let table = render_table(&sample(), false);
         let lines: Vec<&str> = table.lines().collect();
-        let column = |line: &str, word: &str| line.find(word).expect(word);
+        // In characters, not bytes: the cut name ends in a multi-byte `…`.
+        let column = |line: &str, word: &str| line[..line.find(word).expect(word)].chars().count();
         let lifecycle = column(lines[0], "LIFECYCLE");
         assert_eq!(column(lines[1], "running"), lifecycle);
         assert_eq!(column(lines[3], "stopped"), lifecycle);
