@@ -32,14 +32,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Names longer than this are cut in the table, so that one long name cannot widen it.
 const MAX_NAME_WIDTH: usize = 32;
 
+/// The exit codes, shown under each client subcommand's `--help` (and in the README).
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 other failure, 2 usage error, 3 cannot connect, \
+4 API key missing or wrong (401), 5 key not allowed (403), 6 unknown model, 7 backend busy \
+(try --force), 8 model not running";
+
 /// The client subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// List the configured models of a running backend-monitor, like `ollama ps`.
+    #[command(after_help = EXIT_CODES)]
     Ps(PsArgs),
     /// Stop a model's backend (or every running one with --all) to free its memory.
+    #[command(after_help = EXIT_CODES)]
     Stop(StopArgs),
     /// Start a stopped or failed model's backend; answers once it is ready.
+    #[command(after_help = EXIT_CODES)]
     Start(StartArgs),
 }
 
