@@ -318,3 +318,24 @@ async fn the_subcommands_are_listed_in_help_and_the_shim_is_not() {
     let run = cli("http://127.0.0.1:1", None, &["stop"]).await;
     assert_eq!(run.code, 2, "stop needs a model or --all: {}", run.stderr);
 }
+
+#[tokio::test]
+async fn a_busy_backend_exits_with_code_7_suggesting_force_and_stop_force_stops_it() {
+    let busy = spawn_backend(Behaviour {
+        state: State::Busy,
+        ..Behaviour::default()
+    })
+    .await;
+    let app = spawn_app(&external_model("busy", &busy.address)).await;
+    app.wait_for_lifecycle("busy", "running", START).await;
+
+    let run = cli(&app.base, None, &["stop", "busy"]).await;
+    assert_eq!(run.code, 7, "{}", run.stderr);
+    assert!(run.stderr.contains("stop --force busy"), "{}", run.stderr);
+    assert_eq!(app.backend("busy").await["lifecycle"], "running");
+
+    let run = cli(&app.base, None, &["stop", "--force", "busy"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(app.backend("busy").await["lifecycle"], "stopped");
+    app.stop().await;
+}
