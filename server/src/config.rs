@@ -19,7 +19,7 @@ use std::time::Duration;
     about = "Watch and control local AI model backends"
 )]
 pub struct Cli {
-    /// Internal subcommands.
+    /// A client command for a running server (`ps`, `stop`, `start`); without one, serve.
     #[command(subcommand)]
     pub command: Option<Subcommand>,
     /// How log lines are written: `text` for people, `json` (one object per line) for log
@@ -168,6 +168,9 @@ pub enum LogFormat {
 /// Subcommands of `backend-monitor`; without one, it serves.
 #[derive(Debug, clap::Subcommand)]
 pub enum Subcommand {
+    /// The command-line client's subcommands (see [`crate::cli`]).
+    #[command(flatten)]
+    Client(crate::cli::Command),
     /// Supervises one managed backend (run by backend-monitor itself; see `shim.rs`).
     #[command(name = "__shim", hide = true)]
     Shim {

@@ -1,5 +1,6 @@
 //! `backend-monitor`: parses the configuration and runs the server until Ctrl-C or SIGTERM.
-//! Run as `backend-monitor __shim …`, it is the shim that supervises one managed backend.
+//! Run as `backend-monitor ps`, `stop` or `start`, it is a client of a running server (see
+//! `cli.rs`); run as `backend-monitor __shim …`, it is the shim that supervises one managed backend.
 
 use clap::Parser;
 use server::config::{Cli, Config, LogFormat, Subcommand};
@@ -9,9 +10,11 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Subcommand::Shim { report_fd, command }) = &cli.command {
-        shim::run(*report_fd, command);
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(Subcommand::Shim { report_fd, command }) => shim::run(report_fd, &command),
+        Some(Subcommand::Client(command)) => return server::cli::run(command),
+        None => {}
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
