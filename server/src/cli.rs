@@ -8,8 +8,8 @@
 //! the binary carries no TLS stack.
 //!
 //! Every failure kind has its own exit code ([`CliError::exit_code`]), documented in the README.
-//! `ps` has no IDLE-LEFT column: the server has no idle auto-stop, so there is nothing to show.
 
+use app::format;
 use app::snapshot::{BackendSummary, Lifecycle, PanelSnapshot};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
@@ -569,10 +569,11 @@ fn shorten(text: &str, limit: usize) -> String {
     format!("{cut}…")
 }
 
-/// The `ps` table: NAME, LIFECYCLE, STATE, MEMORY, CPU, PID, UPTIME, one row per model, `-` for
+/// The `ps` table: NAME, LIFECYCLE, STATE, MEMORY, CPU, PID, UPTIME, IDLE-LEFT (time until idle
+/// auto-stop), one row per model, `-` for
 /// what is unknown. With `colour`, the lifecycle is coloured (ANSI); without, the text is plain.
 pub fn render_table(snapshot: &PanelSnapshot, colour: bool) -> String {
-    const HEADERS: [&str; 7] = [
+    const HEADERS: [&str; COLUMNS] = [
         "NAME",
         "LIFECYCLE",
         "STATE",
@@ -580,8 +581,9 @@ pub fn render_table(snapshot: &PanelSnapshot, colour: bool) -> String {
         "CPU",
         "PID",
         "UPTIME",
+        "IDLE-LEFT",
     ];
-    let rows: Vec<[String; 7]> = snapshot.backends.iter().map(row).collect();
+    let rows: Vec<[String; COLUMNS]> = snapshot.backends.iter().map(row).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -589,7 +591,7 @@ pub fn render_table(snapshot: &PanelSnapshot, colour: bool) -> String {
         }
     }
     let mut out = String::new();
-    let line = |out: &mut String, cells: &[String; 7], lifecycle: Option<Lifecycle>| {
+    let line = |out: &mut String, cells: &[String; COLUMNS], lifecycle: Option<Lifecycle>| {
         let mut text = String::new();
         for (column, (cell, width)) in cells.iter().zip(widths).enumerate() {
             let padded = format!("{cell:<width$}");
@@ -621,7 +623,10 @@ fn ansi_colour(lifecycle: Lifecycle) -> &'static str {
     }
 }
 
-fn row(backend: &BackendSummary) -> [String; 7] {
+/// Columns of the `ps` table.
+const COLUMNS: usize = 8;
+
+fn row(backend: &BackendSummary) -> [String; COLUMNS] {
     let observation = backend.observation.as_ref();
     let state = observation.and_then(|o| {
         o.status
@@ -639,45 +644,19 @@ fn row(backend: &BackendSummary) -> [String; 7] {
         state.unwrap_or_else(unknown),
         backend
             .memory_bytes()
-            .map(human_bytes)
+            .map(format::bytes)
             .unwrap_or_else(unknown),
         cpu.unwrap_or_else(unknown),
         backend.pid.map(|p| p.to_string()).unwrap_or_else(unknown),
         backend
             .uptime_secs
-            .map(human_duration)
+            .map(format::duration)
+            .unwrap_or_else(unknown),
+        backend
+            .idle_left_secs
+            .map(format::duration)
             .unwrap_or_else(unknown),
     ]
-}
-
-/// Bytes in binary units: `512 B`, `3.0 KiB`, `96.0 MiB`, `1.5 GiB`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// Seconds as the two largest units: `42s`, `5m 12s`, `3h 4m`, `2d 5h`.
-fn human_duration(secs: u64) -> String {
-    let (days, hours, minutes, seconds) =
-        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if days > 0 {
-        format!("{days}d {hours}h")
-    } else if hours > 0 {
-        format!("{hours}h {minutes}m")
-    } else if minutes > 0 {
-        format!("{minutes}m {seconds}s")
-    } else {
-        format!("{seconds}s")
-    }
 }
 
 #[cfg(test)]
@@ -701,6 +680,12 @@ mod tests {
             shutdown_refused: None,
             observation: None,
             stderr_tail: Vec::new(),
+            restarts: 0,
+            last_exit: None,
+            previous_run_tail: Vec::new(),
+            restart_in_secs: None,
+            idle_left_secs: None,
+            last_busy_unix_ms: None,
         }
     }
 
@@ -721,6 +706,7 @@ mod tests {
         let mut chat = summary("demo-chat", Lifecycle::Running);
         chat.pid = Some(4242);
         chat.uptime_secs = Some(312);
+        chat.idle_left_secs = Some(95);
         chat.observation = Some(observation(
             Some(BackendStatus {
                 state: BackendState::Ready,
@@ -777,7 +763,8 @@ mod tests {
                 "MEMORY",
                 "CPU",
                 "PID",
-                "UPTIME"
+                "UPTIME",
+                "IDLE-LEFT"
             ]
         );
         assert_eq!(
@@ -791,7 +778,9 @@ mod tests {
                 "-",
                 "4242",
                 "5m",
-                "12s"
+                "12s",
+                "1m",
+                "35s"
             ]
         );
         assert_eq!(
@@ -806,13 +795,13 @@ mod tests {
                 "12.3%",
                 "4343",
                 "2d",
-                "5h"
+                "05h",
+                "-"
             ]
         );
         assert!(lines[3].contains(" stopped "), "{table}");
-        assert_eq!(words(lines[3])[2..], ["-", "-", "-", "-", "-"]);
+        assert_eq!(words(lines[3])[2..], ["-", "-", "-", "-", "-", "-"]);
         assert!(!table.contains('\x1b'), "no colour when asked for none");
-        assert!(!table.contains("IDLE"), "no idle auto-stop exists yet");
     }
 
     #[test]
@@ -840,19 +829,6 @@ mod tests {
             .replace("\x1b[0m", "");
         let trimmed: Vec<&str> = plain.lines().map(str::trim_end).collect();
         assert_eq!(trimmed.join("\n") + "\n", render_table(&sample(), false));
-    }
-
-    #[test]
-    fn units_and_durations_are_human() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024), "3.0 KiB");
-        assert_eq!(human_bytes(96 * 1024 * 1024), "96.0 MiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024 / 2), "2.5 GiB");
-        assert_eq!(human_duration(0), "0s");
-        assert_eq!(human_duration(42), "42s");
-        assert_eq!(human_duration(312), "5m 12s");
-        assert_eq!(human_duration(3 * 3600 + 4 * 60 + 5), "3h 4m");
-        assert_eq!(human_duration(86_400 + 3600), "1d 1h");
     }
 
     #[test]

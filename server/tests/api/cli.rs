@@ -54,20 +54,10 @@ fn table_row(stdout: &str, model: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no row for {model} in:\n{stdout}"))
 }
 
-/// Waits (up to 10 s) until the running model has been observed; returns its entry.
+/// The model's `/api/backends` entry once it has been observed.
 async fn observed(app: &TestApp, model: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let entry = app.backend(model).await;
-        if !entry["observation"].is_null() {
-            return entry;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{model} never observed: {entry}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_observation(model).await;
+    app.backend(model).await
 }
 
 #[tokio::test]
@@ -102,7 +92,8 @@ async fn ps_lists_each_model_with_its_lifecycle_state_and_pid() {
             "MEMORY",
             "CPU",
             "PID",
-            "UPTIME"
+            "UPTIME",
+            "IDLE-LEFT"
         ]
     );
     assert!(!run.stdout.contains('\x1b'), "no colour into a pipe");
