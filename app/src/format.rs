@@ -34,10 +34,29 @@ pub fn percent(value: f64) -> String {
     format!("{value:.1} %")
 }
 
-/// The UTC time of day of a Unix timestamp in milliseconds: `14:05:09`.
+/// The time of day of a Unix timestamp in milliseconds, `14:05:09`: in the browser's time zone
+/// once hydrated; in UTC (marked so) when rendered on the server, which cannot know it.
 pub fn time_of_day(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000 % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    #[cfg(feature = "hydrate")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(unix_ms as f64));
+        format!(
+            "{:02}:{:02}:{:02}",
+            date.get_hours(),
+            date.get_minutes(),
+            date.get_seconds()
+        )
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let secs = unix_ms / 1000 % 86_400;
+        format!(
+            "{:02}:{:02}:{:02} UTC",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
 }
 
 /// Percent-encodes a model name for use as one URL path segment.

@@ -29,6 +29,7 @@ pub fn PanelPage() -> impl IntoView {
     let initial = Resource::new(|| (), |_| get_panel());
     let permissions = Resource::new(|| (), |_| get_permissions());
     view! {
+        <h1 class="page-title">"Backends"</h1>
         <Notice />
         <Suspense fallback=|| view! { <p class="muted">"Loading backends…"</p> }>
             {move || Suspend::new(async move {
@@ -103,7 +104,12 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
                 ></span>
                 <span class="caption">
                     {move || if connection_lost.get() { "connection lost, retrying… last refresh " } else { "refreshed " }}
-                    <time data-testid="refreshed-at">{move || snapshot.with(|s| s.generated_at.clone())}</time>
+                    <time
+                        data-testid="refreshed-at"
+                        datetime=move || snapshot.with(|s| s.generated_at.clone())
+                    >
+                        {move || snapshot.with(|s| format::time_of_day(s.generated_at_unix_ms))}
+                    </time>
                 </span>
             </div>
         </section>

@@ -270,6 +270,9 @@ impl BackendSummary {
 pub struct PanelSnapshot {
     /// When the snapshot was taken (RFC 3339, UTC).
     pub generated_at: String,
+    /// The same instant in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub generated_at_unix_ms: u64,
     /// One entry per configured model, in configuration order.
     pub backends: Vec<BackendSummary>,
 }

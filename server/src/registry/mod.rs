@@ -268,6 +268,7 @@ impl BackendDirectory for Registry {
     fn snapshot(&self) -> PanelSnapshot {
         PanelSnapshot {
             generated_at: now_rfc3339(),
+            generated_at_unix_ms: crate::clock::unix_ms(),
             backends: self.summaries(),
         }
     }
