@@ -5,6 +5,7 @@ mod helpers;
 
 mod binary;
 mod lifecycle;
+mod metrics;
 mod monitor;
 mod ownership;
 mod security;
