@@ -265,8 +265,9 @@ fn snapshot(models: &[BackendSummary]) -> Exposition {
             || observation
                 .and_then(|o| o.status_error.as_ref())
                 .is_some_and(|e| e.kind == StatusFailureKind::Unimplemented);
-        up.get_or_create(&of_model)
-            .set(i64::from(summary.lifecycle == Lifecycle::Running && answered));
+        up.get_or_create(&of_model).set(i64::from(
+            summary.lifecycle == Lifecycle::Running && answered,
+        ));
         for value in STATES {
             state
                 .get_or_create(&StateLabels {

@@ -51,7 +51,7 @@ fn sample<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option
     scrape.samples.iter().find(|s| {
         s.metric == name
             && s.labels.len() == labels.len()
-            && labels.iter().all(|(k, v)| s.labels.get(*k) == Some(*v))
+            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
     })
 }
 
@@ -162,7 +162,10 @@ async fn metrics_describe_every_model_as_api_backends_does() {
     let observation = &api["observation"];
     let demo = [("model", "demo")];
     let total = value(&scrape, "backend_monitor_memory_bytes", &demo);
-    assert_eq!(total, observation["status"]["memory"]["total"].as_f64().unwrap());
+    assert_eq!(
+        total,
+        observation["status"]["memory"]["total"].as_f64().unwrap()
+    );
     let components: f64 = ["weights", "kv_cache", "runtime"]
         .iter()
         .map(|c| {
@@ -173,18 +176,32 @@ async fn metrics_describe_every_model_as_api_backends_does() {
             )
         })
         .sum();
-    assert_eq!(components, total, "the demo's breakdown adds up to its total");
+    assert_eq!(
+        components, total,
+        "the demo's breakdown adds up to its total"
+    );
     let process = &observation["process"];
     assert_eq!(
-        value(&scrape, "backend_monitor_process_resident_memory_bytes", &demo),
+        value(
+            &scrape,
+            "backend_monitor_process_resident_memory_bytes",
+            &demo
+        ),
         process["memory_info"]["rss"].as_f64().unwrap()
     );
     assert!(
-        value(&scrape, "backend_monitor_process_resident_memory_bytes", &demo)
-            >= 10.0 * 1024.0 * 1024.0
+        value(
+            &scrape,
+            "backend_monitor_process_resident_memory_bytes",
+            &demo
+        ) >= 10.0 * 1024.0 * 1024.0
     );
     assert_eq!(
-        value(&scrape, "backend_monitor_process_virtual_memory_bytes", &demo),
+        value(
+            &scrape,
+            "backend_monitor_process_virtual_memory_bytes",
+            &demo
+        ),
         process["memory_info"]["vms"].as_f64().unwrap()
     );
     let cpu = value(&scrape, "backend_monitor_process_cpu_usage_ratio", &demo);
@@ -211,9 +228,16 @@ async fn metrics_describe_every_model_as_api_backends_does() {
             ),
             1.0
         );
-        assert_eq!(value(&scrape, "backend_monitor_up", &[("model", model)]), up);
+        assert_eq!(
+            value(&scrape, "backend_monitor_up", &[("model", model)]),
+            up
+        );
         for lifecycle in ["starting", "running", "stopping", "stopped", "failed"] {
-            let want = if lifecycle == api["lifecycle"] { 1.0 } else { 0.0 };
+            let want = if lifecycle == api["lifecycle"] {
+                1.0
+            } else {
+                0.0
+            };
             let labels = [("model", model), ("lifecycle", lifecycle)];
             assert_eq!(value(&scrape, "backend_monitor_lifecycle", &labels), want);
         }
@@ -262,9 +286,13 @@ async fn status_latency_and_outcomes_are_recorded_by_the_observer() {
         sum >= calls * latency.as_secs_f64(),
         "each call took at least {latency:?}: {sum} s for {calls}"
     );
-    let buckets = match &sample(&scrape, "backend_monitor_status_duration_seconds", &scripted_model)
-        .expect("histogram")
-        .value
+    let buckets = match &sample(
+        &scrape,
+        "backend_monitor_status_duration_seconds",
+        &scripted_model,
+    )
+    .expect("histogram")
+    .value
     {
         Reading::Histogram(buckets) => buckets.clone(),
         other => panic!("not a histogram: {other:?}"),
@@ -478,6 +506,9 @@ async fn every_metric_the_dashboard_queries_is_in_a_real_scrape() {
         })
         .collect();
     let missing: Vec<&String> = used.difference(&served).collect();
-    assert!(missing.is_empty(), "not in a scrape: {missing:?}; served: {served:?}");
+    assert!(
+        missing.is_empty(),
+        "not in a scrape: {missing:?}; served: {served:?}"
+    );
     app.stop().await;
 }
