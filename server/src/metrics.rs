@@ -370,3 +370,93 @@ async fn scrape(State(registry): State<Arc<Registry>>) -> Result<Response, ApiEr
     let text = registry.metrics()?;
     Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(name: &str) -> BackendSummary {
+        BackendSummary {
+            name: name.to_string(),
+            kind: BackendKind::Managed,
+            backend: "llama-cpp".to_string(),
+            lifecycle: Lifecycle::Stopped,
+            pid: None,
+            address: None,
+            uptime_secs: None,
+            last_error: None,
+            shutdown_refused: None,
+            observation: None,
+            stderr_tail: Vec::new(),
+        }
+    }
+
+    fn lines(text: &str, prefix: &str) -> Vec<String> {
+        let mut found: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_stopped_model_has_its_lifecycle_but_no_memory_or_process_series() {
+        let metrics = Metrics::new(["chat"]);
+        let text = metrics.encode(&[stopped("chat")]).expect("encodes");
+        assert_eq!(
+            lines(&text, "backend_monitor_lifecycle{"),
+            [
+                r#"backend_monitor_lifecycle{model="chat",lifecycle="failed"} 0"#,
+                r#"backend_monitor_lifecycle{model="chat",lifecycle="running"} 0"#,
+                r#"backend_monitor_lifecycle{model="chat",lifecycle="starting"} 0"#,
+                r#"backend_monitor_lifecycle{model="chat",lifecycle="stopped"} 1"#,
+                r#"backend_monitor_lifecycle{model="chat",lifecycle="stopping"} 0"#,
+            ]
+        );
+        assert_eq!(
+            lines(&text, "backend_monitor_up{"),
+            [r#"backend_monitor_up{model="chat"} 0"#]
+        );
+        for absent in [
+            "backend_monitor_memory_bytes{",
+            "backend_monitor_memory_component_bytes{",
+            "backend_monitor_process_resident_memory_bytes{",
+        ] {
+            assert!(lines(&text, absent).is_empty(), "{absent}");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_status_outcome_has_its_own_series() {
+        let metrics = Metrics::new(["chat"]);
+        let failures = [
+            CallError::Unimplemented,
+            CallError::TimedOut(Duration::from_secs(1)),
+            CallError::Unreachable("refused".into()),
+            CallError::Rejected("no".into()),
+        ];
+        for failure in failures {
+            let answer = metrics.timed_status("chat", async { Err::<(), _>(failure) });
+            assert!(answer.await.is_err());
+        }
+        let answer = metrics.timed_status("chat", async { Ok::<_, CallError>(7) });
+        assert_eq!(answer.await, Ok(7));
+        let text = metrics.encode(&[]).expect("encodes");
+        assert_eq!(
+            lines(&text, "backend_monitor_status_checks_total{"),
+            [
+                r#"backend_monitor_status_checks_total{model="chat",outcome="error"} 1"#,
+                r#"backend_monitor_status_checks_total{model="chat",outcome="ok"} 1"#,
+                r#"backend_monitor_status_checks_total{model="chat",outcome="timed_out"} 1"#,
+                r#"backend_monitor_status_checks_total{model="chat",outcome="unimplemented"} 1"#,
+                r#"backend_monitor_status_checks_total{model="chat",outcome="unreachable"} 1"#,
+            ]
+        );
+        assert_eq!(
+            lines(&text, "backend_monitor_status_duration_seconds_count{"),
+            [r#"backend_monitor_status_duration_seconds_count{model="chat"} 5"#]
+        );
+    }
+}
