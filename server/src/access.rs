@@ -16,7 +16,8 @@
 //! 3. **API keys**, when any is configured: every route except static assets, `/healthz` and the
 //!    sign-in page needs `Authorization: Bearer <key>`, `x-api-key: <key>` or a session cookie
 //!    from the sign-in page. Without one, browsers asking for a panel page are sent to
-//!    `/sign-in`; everything else gets 401. Read keys may not shut down or start models (403).
+//!    `/sign-in`; everything else gets 401. Read keys may not shut down or start models (403);
+//!    they may scrape `/metrics` (Prometheus sends `Authorization: Bearer <key>`).
 //! 4. **Body size**: every body is read here, up to `max_body_bytes` (413 beyond).
 //! 5. **Deadline**: every route but shutdown and load must answer within `request_timeout`
 //!    (503 otherwise); those two legitimately wait for backends for minutes.
@@ -100,7 +101,7 @@ impl RouteClass {
         {
             RouteClass::Open
         } else if API_PREFIXES.iter().any(|p| path.starts_with(p))
-            || ["/system", "/version"].contains(&path)
+            || ["/system", "/version", "/metrics"].contains(&path)
         {
             RouteClass::Api
         } else {

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A registry operation failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The metrics could not be written out.
+    #[error("cannot encode the metrics: {0}")]
+    Metrics(#[from] std::fmt::Error),
 }
 
 impl ApiError {
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
+            ApiError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             // LocalAI answers 500 for unknown and unloaded models; scripts rely on it.
             ApiError::Registry(e) => match e {
                 RegistryError::UnknownModel(_) => {

@@ -35,16 +35,20 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The failure as the panel and history see it.
-    pub fn to_status_failure(&self) -> StatusFailure {
-        let kind = match self {
+    /// The kind of failure, as the panel and the metrics sort it.
+    pub fn kind(&self) -> StatusFailureKind {
+        match self {
             CallError::Unimplemented => StatusFailureKind::Unimplemented,
             CallError::TimedOut(_) => StatusFailureKind::TimedOut,
             CallError::Unreachable(_) => StatusFailureKind::Unreachable,
             CallError::Failed { .. } | CallError::Rejected(_) => StatusFailureKind::Error,
-        };
+        }
+    }
+
+    /// The failure as the panel and history see it.
+    pub fn to_status_failure(&self) -> StatusFailure {
         StatusFailure {
-            kind,
+            kind: self.kind(),
             message: self.to_string(),
         }
     }

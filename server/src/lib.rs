@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod headers;
 pub mod logs;
+pub mod metrics;
 pub mod process;
 pub mod registry;
 pub mod shim;

@@ -6,6 +6,7 @@ use crate::api;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::headers;
+use crate::metrics;
 use crate::registry::Registry;
 use app::directory::SharedDirectory;
 use app::{App, shell};
@@ -142,6 +143,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(access::routes())
+        .merge(metrics::routes())
         .route("/healthz", get(healthz))
         .leptos_routes_with_context(&state, routes, context.clone(), move || {
             shell(options.clone())

@@ -14,6 +14,7 @@ mod stop;
 use crate::clock::now_rfc3339;
 use crate::config::{BackendSource, ModelSpec, Settings};
 use crate::grpc::CallError;
+use crate::metrics::Metrics;
 use crate::process::{ProcessError, ProcessSampler};
 use app::directory::BackendDirectory;
 use app::snapshot::{
@@ -111,6 +112,7 @@ pub struct Registry {
     models: Vec<ModelHandle>,
     settings: Arc<Settings>,
     sampler: ProcessSampler,
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
@@ -121,6 +123,7 @@ impl Registry {
         let settings = Arc::new(settings);
         let sampler = ProcessSampler::start();
         let shim = Arc::new(shim);
+        let metrics = Arc::new(Metrics::new(specs.iter().map(|s| s.name.as_str())));
         let models = specs
             .into_iter()
             .map(|spec| {
@@ -136,6 +139,7 @@ impl Registry {
                     handle.clone(),
                     Arc::clone(&settings),
                     sampler.clone(),
+                    Arc::clone(&metrics),
                 ));
                 handle
             })
@@ -144,6 +148,7 @@ impl Registry {
             models,
             settings,
             sampler,
+            metrics,
         })
     }
 
@@ -180,6 +185,13 @@ impl Registry {
     /// Fails when the model is not running, or when neither source answers.
     pub async fn monitor(&self, name: &str) -> Result<Reading, RegistryError> {
         let model = self.find(name)?;
+        let answer = self.read(name, model).await;
+        self.metrics.monitored(name, &answer);
+        answer
+    }
+
+    /// [`Registry::monitor`]'s reading of a configured model.
+    async fn read(&self, name: &str, model: &ModelHandle) -> Result<Reading, RegistryError> {
         let view = model.view();
         let Some(client) = view.client else {
             return Err(RegistryError::NotLoaded {
@@ -231,6 +243,12 @@ impl Registry {
             stopping.spawn(async move { model.exit().await });
         }
         while stopping.join_next().await.is_some() {}
+    }
+
+    /// The Prometheus exposition of every model, from the cached observations (never waits on
+    /// a backend) and the recorded counters.
+    pub fn metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.encode(&self.summaries())
     }
 
     /// One summary per model, in configuration order.

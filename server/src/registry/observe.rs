@@ -5,6 +5,7 @@
 use super::model::{ModelHandle, ModelView};
 use crate::clock::unix_ms;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::process::ProcessSampler;
 use app::snapshot::{
     BackendState, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
@@ -94,6 +95,7 @@ pub(super) async fn observe_forever(
     model: ModelHandle,
     settings: Arc<Settings>,
     sampler: ProcessSampler,
+    metrics: Arc<Metrics>,
 ) {
     let mut views = model.subscribe();
     let mut ticker = tokio::time::interval(settings.poll_interval);
@@ -109,16 +111,22 @@ pub(super) async fn observe_forever(
             continue;
         }
         ticker.tick().await;
-        let observation = observe(&view, &settings, &sampler).await;
+        let observation = observe(&model.spec.name, &view, &settings, &sampler, &metrics).await;
         model.observed.record(view.run, observation);
     }
 }
 
-/// Calls `Status` and samples the process (when one is known).
-async fn observe(view: &ModelView, settings: &Settings, sampler: &ProcessSampler) -> Observation {
+/// Calls `Status` (recording it in `metrics`) and samples the process (when one is known).
+async fn observe(
+    name: &str,
+    view: &ModelView,
+    settings: &Settings,
+    sampler: &ProcessSampler,
+    metrics: &Metrics,
+) -> Observation {
     let status = match &view.client {
-        Some(client) => client
-            .status(settings.status_timeout)
+        Some(client) => metrics
+            .timed_status(name, client.status(settings.status_timeout))
             .await
             .map_err(|e| e.to_status_failure()),
         None => Err(StatusFailure {

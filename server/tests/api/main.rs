@@ -6,6 +6,7 @@ mod helpers;
 mod binary;
 mod cli;
 mod lifecycle;
+mod metrics;
 mod monitor;
 mod ownership;
 mod security;

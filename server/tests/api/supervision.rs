@@ -83,6 +83,11 @@ async fn a_crashed_backend_is_restarted_once_its_tree_is_gone() {
         "{second}"
     );
     assert_eq!(app.monitor("chat").await.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("backend_monitor_restarts_total{model=\"chat\"} 1"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -187,5 +192,10 @@ async fn an_idle_backend_is_stopped_after_its_idle_timeout_and_a_busy_one_is_not
     let busy = app.backend("busy").await;
     assert_eq!(busy["lifecycle"], "running", "{busy}");
     assert_eq!(busy["idle_left_secs"], 1, "{busy}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("backend_monitor_idle_stop_seconds{model=\"busy\"} 1"),
+        "{metrics}"
+    );
     app.stop().await;
 }
