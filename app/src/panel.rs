@@ -2,7 +2,7 @@
 
 use crate::format;
 use crate::live;
-use crate::snapshot::{BackendSummary, PanelSnapshot, Permissions};
+use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
 use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -96,6 +96,7 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
                 </span>
                 <span class="caption">"memory in use"</span>
             </div>
+            {move || snapshot.with(|s| s.host.clone()).map(|host| view! { <HostCard host /> })}
             <div class="total refreshed">
                 <span
                     class="live-dot"
@@ -130,6 +131,33 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
                     </For>
                 </tbody>
             </table>
+        </div>
+    }
+}
+
+/// The host: memory used of total (and what the backends hold), free memory, swap, CPU, load.
+#[component]
+fn HostCard(host: HostStats) -> impl IntoView {
+    let [one, five, fifteen] = host.load;
+    view! {
+        <div class="total host" data-testid="host">
+            <span class="figure">{format!("{} / {}", format::bytes(host.memory_used), format::bytes(host.memory_total))}</span>
+            <span class="caption">
+                {format!(
+                    "host memory used ({} free; backends hold {})",
+                    format::bytes(host.memory_available),
+                    format::bytes(host.backends_memory)
+                )}
+            </span>
+            <span class="caption">
+                {format!(
+                    "CPU {:.0} % of {} · load {one:.2} {five:.2} {fifteen:.2} · swap {} / {}",
+                    host.cpu_percent,
+                    host.cpus,
+                    format::bytes(host.swap_used),
+                    format::bytes(host.swap_total)
+                )}
+            </span>
         </div>
     }
 }

@@ -265,6 +265,29 @@ impl BackendSummary {
     }
 }
 
+/// The machine backend-monitor runs on: is there room to load another model?
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostStats {
+    /// Physical memory, in bytes.
+    pub memory_total: u64,
+    /// Memory in use (total less available), in bytes.
+    pub memory_used: u64,
+    /// Memory that can still be given to programs without swapping, in bytes.
+    pub memory_available: u64,
+    /// Swap space, in bytes.
+    pub swap_total: u64,
+    /// Swap in use, in bytes.
+    pub swap_used: u64,
+    /// CPU use of the whole machine, percent of all its logical CPUs.
+    pub cpu_percent: f32,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    /// Resident memory of the running backends' processes (measured), in bytes.
+    pub backends_memory: u64,
+}
+
 /// The whole panel at one instant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PanelSnapshot {
@@ -275,6 +298,9 @@ pub struct PanelSnapshot {
     pub generated_at_unix_ms: u64,
     /// One entry per configured model, in configuration order.
     pub backends: Vec<BackendSummary>,
+    /// The host, once it has been sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostStats>,
 }
 
 impl PanelSnapshot {

@@ -734,6 +734,7 @@ mod tests {
         PanelSnapshot {
             generated_at: "2026-11-26T09:00:00Z".into(),
             generated_at_unix_ms: 1_795_683_600_000,
+            host: None,
             backends: vec![
                 chat,
                 legacy,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod headers;
+pub mod host;
 pub mod logs;
 pub mod metrics;
 pub mod process;

@@ -14,12 +14,13 @@ mod stop;
 use crate::clock::now_rfc3339;
 use crate::config::{BackendSource, ModelSpec, Settings};
 use crate::grpc::CallError;
+use crate::host::HostMonitor;
 use crate::metrics::Metrics;
 use crate::process::{ProcessError, ProcessSampler};
 use app::directory::BackendDirectory;
 use app::snapshot::{
-    BackendKind, BackendStatus, BackendSummary, Lifecycle, LogPage, LogStream, ModelDetail,
-    PanelSnapshot, ProcessMetrics,
+    BackendKind, BackendStatus, BackendSummary, HostStats, Lifecycle, LogPage, LogStream,
+    ModelDetail, PanelSnapshot, ProcessMetrics,
 };
 use model::ModelHandle;
 use std::path::PathBuf;
@@ -110,6 +111,7 @@ pub enum StartOutcome {
 /// Every configured model's owner; shared by the API, the panel and the exit path.
 pub struct Registry {
     models: Vec<ModelHandle>,
+    host: HostMonitor,
     settings: Arc<Settings>,
     sampler: ProcessSampler,
     metrics: Arc<Metrics>,
@@ -146,6 +148,7 @@ impl Registry {
             .collect();
         Arc::new(Self {
             models,
+            host: HostMonitor::start(),
             settings,
             sampler,
             metrics,
@@ -284,10 +287,21 @@ impl Registry {
 
 impl BackendDirectory for Registry {
     fn snapshot(&self) -> PanelSnapshot {
+        let backends = self.summaries();
+        let host = self.host.latest().map(|host| HostStats {
+            backends_memory: backends
+                .iter()
+                .filter(|b| b.lifecycle == Lifecycle::Running)
+                .filter_map(|b| b.observation.as_ref()?.process.as_ref())
+                .map(|p| p.memory_info.rss)
+                .sum(),
+            ..host
+        });
         PanelSnapshot {
             generated_at: now_rfc3339(),
             generated_at_unix_ms: crate::clock::unix_ms(),
-            backends: self.summaries(),
+            backends,
+            host,
         }
     }
 

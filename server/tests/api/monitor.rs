@@ -320,3 +320,58 @@ async fn cpu_percent_is_recent_usage_not_the_lifetime_average() {
     assert!(latest < 5.0, "idle again shortly after: {latest}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_host_view_shows_memory_cpu_and_what_the_backends_hold() {
+    let app = spawn_app(&demo_model(
+        "chat",
+        &["--status-unimplemented"],
+        &["weights_mib:16"],
+    ))
+    .await;
+    app.wait_for_lifecycle("chat", "running", Duration::from_secs(20))
+        .await;
+    let observation = app.wait_for_observation("chat").await;
+    let rss = observation["process"]["memory_info"]["rss"]
+        .as_u64()
+        .unwrap();
+    let start = Instant::now();
+    let host = loop {
+        let all: Value = app.get("/api/backends").await.json().await.unwrap();
+        if !all["host"].is_null() {
+            break all["host"].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no host view: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mem_total_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let total = host["memory_total"].as_u64().unwrap();
+    assert!(total > 0 && total <= mem_total_kib * 1024, "{host}");
+    let used = host["memory_used"].as_u64().unwrap();
+    assert!(used > 0 && used <= total, "{host}");
+    assert_eq!(
+        used + host["memory_available"].as_u64().unwrap(),
+        total,
+        "{host}"
+    );
+    assert!(host["cpus"].as_u64().unwrap() >= 1, "{host}");
+    assert_eq!(host["load"].as_array().unwrap().len(), 3);
+    // The backend holds at least its 16 MiB of weights, and its RSS moves by a few pages only.
+    let held = host["backends_memory"].as_u64().unwrap();
+    assert!(held >= 16 * 1024 * 1024, "{host}");
+    assert!(held.abs_diff(rss) < rss / 10, "{held} vs {rss}");
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(
+        page.contains("host memory used"),
+        "the panel shows the host"
+    );
+    app.stop().await;
+}
