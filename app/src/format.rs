@@ -106,10 +106,10 @@ mod tests {
     }
 
     #[test]
-    fn time_of_day_is_utc() {
+    fn on_the_server_the_time_of_day_is_utc_and_says_so() {
         assert_eq!(
             time_of_day(((14 * 3600 + 5 * 60 + 9) * 1000) as u64),
-            "14:05:09"
+            "14:05:09 UTC"
         );
     }
 }

@@ -199,6 +199,33 @@ impl Observation {
     }
 }
 
+/// Where a start is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum StartPhase {
+    /// Waiting for `Health` to answer OK: check `attempt` of `of`.
+    HealthCheck {
+        /// The check under way, from 1.
+        attempt: u32,
+        /// Checks before the start is declared failed.
+        of: u32,
+    },
+    /// `LoadModel` is loading this model.
+    Loading {
+        /// The model file.
+        model: String,
+    },
+}
+
+/// The progress of a start in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartProgress {
+    /// Seconds since the start began.
+    pub elapsed_secs: u64,
+    /// What it is doing now.
+    pub step: StartPhase,
+}
+
 /// How backend-monitor reaches a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -254,9 +281,36 @@ pub struct BackendSummary {
     /// When the backend last reported BUSY, in milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_busy_unix_ms: Option<u64>,
+    /// While it starts: for how long, and the step it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_progress: Option<StartProgress>,
 }
 
 impl BackendSummary {
+    /// A model in `lifecycle` about which nothing else is known yet.
+    pub fn new(name: &str, kind: BackendKind, backend: &str, lifecycle: Lifecycle) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            backend: backend.to_string(),
+            lifecycle,
+            pid: None,
+            address: None,
+            uptime_secs: None,
+            last_error: None,
+            shutdown_refused: None,
+            observation: None,
+            stderr_tail: Vec::new(),
+            restarts: 0,
+            last_exit: None,
+            previous_run_tail: Vec::new(),
+            restart_in_secs: None,
+            idle_left_secs: None,
+            last_busy_unix_ms: None,
+            start_progress: None,
+        }
+    }
+
     /// Memory in use according to the latest observation.
     pub fn memory_bytes(&self) -> Option<u64> {
         self.observation

@@ -3,8 +3,8 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{
-    BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
-    StatusFailure, StatusFailureKind,
+    BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics, StartPhase,
+    StartProgress, StatusFailure, StatusFailureKind,
 };
 use leptos::prelude::*;
 
@@ -110,6 +110,20 @@ pub fn failure_text(failure: &StatusFailure) -> String {
     }
 }
 
+/// A start's progress in words: `starting… 12s · health check 3 of 20`.
+pub fn starting_text(progress: Option<&StartProgress>) -> String {
+    let Some(progress) = progress else {
+        return "starting…".to_string();
+    };
+    let elapsed = format::duration(progress.elapsed_secs);
+    match &progress.step {
+        StartPhase::HealthCheck { attempt, of } => {
+            format!("starting… {elapsed} · health check {attempt} of {of}")
+        }
+        StartPhase::Loading { model } => format!("loading {model}… {elapsed}"),
+    }
+}
+
 /// OS process metrics, labelled as such, with the reason the backend gave none.
 #[component]
 pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<StatusFailure>) -> impl IntoView {
@@ -137,11 +151,11 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
     }
     let Some(observation) = backend.observation else {
         let text = match backend.lifecycle {
-            Lifecycle::Starting => "starting…",
-            Lifecycle::Running => "waiting for the first sample…",
-            _ => "—",
+            Lifecycle::Starting => starting_text(backend.start_progress.as_ref()),
+            Lifecycle::Running => "waiting for the first sample…".to_string(),
+            _ => "—".to_string(),
         };
-        return view! { <span class="muted">{text}</span> }.into_any();
+        return view! { <span class="muted" data-testid="start-progress">{text}</span> }.into_any();
     };
     let reason = observation.status_error;
     match (observation.status, observation.process) {

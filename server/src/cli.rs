@@ -668,25 +668,7 @@ mod tests {
     };
 
     fn summary(name: &str, lifecycle: Lifecycle) -> BackendSummary {
-        BackendSummary {
-            name: name.into(),
-            kind: BackendKind::Managed,
-            backend: "demo-backend".into(),
-            lifecycle,
-            pid: None,
-            address: None,
-            uptime_secs: None,
-            last_error: None,
-            shutdown_refused: None,
-            observation: None,
-            stderr_tail: Vec::new(),
-            restarts: 0,
-            last_exit: None,
-            previous_run_tail: Vec::new(),
-            restart_in_secs: None,
-            idle_left_secs: None,
-            last_busy_unix_ms: None,
-        }
+        BackendSummary::new(name, BackendKind::Managed, "demo-backend", lifecycle)
     }
 
     fn observation(status: Option<BackendStatus>, process: Option<ProcessMetrics>) -> Observation {

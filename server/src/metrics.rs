@@ -396,25 +396,7 @@ mod tests {
     use super::*;
 
     fn stopped(name: &str) -> BackendSummary {
-        BackendSummary {
-            name: name.to_string(),
-            kind: BackendKind::Managed,
-            backend: "llama-cpp".to_string(),
-            lifecycle: Lifecycle::Stopped,
-            pid: None,
-            address: None,
-            uptime_secs: None,
-            last_error: None,
-            shutdown_refused: None,
-            observation: None,
-            stderr_tail: Vec::new(),
-            restarts: 0,
-            last_exit: None,
-            previous_run_tail: Vec::new(),
-            restart_in_secs: None,
-            idle_left_secs: None,
-            last_busy_unix_ms: None,
-        }
+        BackendSummary::new(name, BackendKind::Managed, "llama-cpp", Lifecycle::Stopped)
     }
 
     fn lines(text: &str, prefix: &str) -> Vec<String> {

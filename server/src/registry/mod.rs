@@ -20,7 +20,7 @@ use crate::process::{ProcessError, ProcessSampler};
 use app::directory::BackendDirectory;
 use app::snapshot::{
     BackendKind, BackendStatus, BackendSummary, HostStats, Lifecycle, LogPage, LogStream,
-    ModelDetail, PanelSnapshot, ProcessMetrics,
+    ModelDetail, PanelSnapshot, ProcessMetrics, StartProgress,
 };
 use model::ModelHandle;
 use std::path::PathBuf;
@@ -356,5 +356,11 @@ fn summarize(model: &ModelHandle) -> BackendSummary {
             .map(|at| whole_seconds(at.saturating_duration_since(now))),
         idle_left_secs,
         last_busy_unix_ms: last_busy.map(|busy| busy.at_unix_ms),
+        start_progress: view.starting.and_then(|(since, step)| {
+            Some(StartProgress {
+                elapsed_secs: since.elapsed().as_secs(),
+                step: step?,
+            })
+        }),
     }
 }

@@ -15,7 +15,7 @@ use crate::grpc::BackendClient;
 use crate::logs::LogBuffer;
 use crate::process::{ProcessError, ProcessId, ProcessSampler};
 use crate::supervisor::{ExitInfo, ManagedProcess};
-use app::snapshot::{Lifecycle, LogStream};
+use app::snapshot::{Lifecycle, LogStream, StartPhase};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +48,8 @@ pub(super) enum Command {
 
 /// What the start and stop tasks report back.
 pub(super) enum Event {
+    /// A start moved on to another step.
+    Progress(StartPhase),
     /// The backend is ready (healthy and loaded), or could not be started.
     StartFinished(Result<(), StartFailure>),
     /// A shutdown's busy wait is over; `Free` and the process's end follow.
@@ -108,6 +110,8 @@ pub(crate) struct ModelView {
     /// While it runs with an idle timeout: the timeout, and since when it counts (unless the
     /// backend was busy later).
     pub(crate) idle: Option<(Duration, Instant)>,
+    /// While it starts: since when, and the step it is on.
+    pub(crate) starting: Option<(Instant, Option<StartPhase>)>,
 }
 
 /// A cheap, cloneable way to talk to one model's owner and read what it publishes.
@@ -246,6 +250,7 @@ fn initial_view(spec: &ModelSpec) -> ModelView {
         last_exit: None,
         restart_at: None,
         idle: None,
+        starting: None,
     }
 }
 
@@ -321,6 +326,8 @@ enum State {
         starters: Vec<Reply<StartOutcome>>,
         /// Begun by backend-monitor itself: a failure follows the restart policy.
         automatic: bool,
+        /// The step it is on, once the start task has said.
+        step: Option<StartPhase>,
     },
     Running {
         run: Run,
@@ -537,10 +544,19 @@ impl Owner {
         if task != current {
             return;
         }
-        if let (State::Stopping { phase, .. }, Event::BusyWaitOver) = (&mut self.state, &event) {
-            *phase = StopPhase::Ending;
-            return;
+        match (&mut self.state, event) {
+            (State::Stopping { phase, .. }, Event::BusyWaitOver) => {
+                *phase = StopPhase::Ending;
+            }
+            (State::Starting { step, .. }, Event::Progress(now)) => {
+                *step = Some(now);
+            }
+            (_, event) => self.on_outcome(event).await,
         }
+    }
+
+    /// A start or stop task's final report.
+    async fn on_outcome(&mut self, event: Event) {
         match (std::mem::replace(&mut self.state, State::Stopped), event) {
             (State::Starting { run, starters, .. }, Event::StartFinished(Ok(()))) => {
                 tracing::info!(model = %self.name(), address = %run.address, "backend ready");
@@ -774,7 +790,16 @@ impl Owner {
             move |reporter| async move {
                 let result = match process {
                     Some(process) => {
-                        start::await_ready(&process, &client, load.as_ref(), &settings, &logs).await
+                        let progress = |step| reporter.send(Event::Progress(step));
+                        start::await_ready(
+                            &process,
+                            &client,
+                            load.as_ref(),
+                            &settings,
+                            &logs,
+                            progress,
+                        )
+                        .await
                     }
                     None => start::await_attached(&client, &settings).await,
                 };
@@ -786,6 +811,7 @@ impl Owner {
             task,
             starters,
             automatic,
+            step: None,
         };
     }
 
@@ -884,6 +910,10 @@ impl Owner {
                 _ => None,
             },
             idle,
+            starting: match &self.state {
+                State::Starting { run, step, .. } => Some((run.since, step.clone())),
+                _ => None,
+            },
         });
     }
 }

@@ -6,6 +6,7 @@ use crate::config::{LoadSpec, ManagedSpec, Settings};
 use crate::grpc::{BackendClient, CallError};
 use crate::logs::LogBuffer;
 use crate::supervisor::{self, ExitInfo, ManagedProcess, SpawnError};
+use app::snapshot::StartPhase;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,8 +120,9 @@ pub(super) async fn await_ready(
     load: Option<&LoadSpec>,
     settings: &Settings,
     logs: &LogBuffer,
+    progress: impl Fn(StartPhase),
 ) -> Result<(), StartFailure> {
-    let Err(reason) = ready(process, client, load, settings).await else {
+    let Err(reason) = ready(process, client, load, settings, &progress).await else {
         return Ok(());
     };
     let ended = match process.exit_info() {
@@ -139,12 +141,17 @@ async fn ready(
     client: &BackendClient,
     load: Option<&LoadSpec>,
     settings: &Settings,
+    progress: &impl Fn(StartPhase),
 ) -> Result<(), NotReady> {
     let attempts = settings.health_attempts.max(1);
     let interval = settings.health_interval;
     let deadline = interval.max(Duration::from_secs(1));
     let mut healthy = false;
     for attempt in 1..=attempts {
+        progress(StartPhase::HealthCheck {
+            attempt,
+            of: attempts,
+        });
         tokio::select! {
             _ = process.exited() => return Err(NotReady::Exited),
             health = client.health(deadline) => if health == Ok(true) {
@@ -163,6 +170,9 @@ async fn ready(
         return Err(NotReady::NeverHealthy { attempts, interval });
     }
     if let Some(load) = load {
+        progress(StartPhase::Loading {
+            model: load.model.clone(),
+        });
         tokio::select! {
             _ = process.exited() => return Err(NotReady::ExitedWhileLoading(load.model.clone())),
             loaded = client.load_model(load, settings.load_timeout) => {

@@ -484,6 +484,19 @@ async fn a_shutdown_during_start_up_stops_the_backend_at_once() {
     .await;
     let starting = app.wait_for_lifecycle("slow", "starting", START).await;
     let pid = starting["pid"].as_u64().unwrap() as u32;
+    // Its progress counts the health checks (200 ms apart; `sleep` never answers).
+    let waiting = Instant::now();
+    let progress = loop {
+        let entry = app.backend("slow").await;
+        let step = &entry["start_progress"]["step"];
+        if step["attempt"].as_u64().is_some_and(|a| a >= 2) {
+            break step.clone();
+        }
+        assert!(waiting.elapsed() < START, "no progress: {entry}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(progress["phase"], "health_check");
+    assert_eq!(progress["of"], 100);
     let started = Instant::now();
     let response = app.shutdown(json!({"model": "slow"})).await;
     assert_eq!(response.status(), 200);

@@ -187,6 +187,22 @@ async fn exit_during_a_start_leaves_no_process() {
     let app = slow_app(&mark, "30s").await;
     app.wait_for_lifecycle("slow", "starting", START).await;
     assert_eq!(marked_backends(&mark).len(), 1);
+    // The start shows its step: the model is loading (LoadModel takes 30 s here).
+    let start = Instant::now();
+    let entry = loop {
+        let entry = app.backend("slow").await;
+        if entry["start_progress"]["step"]["phase"] == "loading" {
+            break entry;
+        }
+        assert!(start.elapsed() < START, "never loading: {entry}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["start_progress"]["step"]["model"], "demo.gguf");
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(
+        page.contains("loading demo.gguf…"),
+        "the panel shows the step"
+    );
     let started = Instant::now();
     app.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5));
