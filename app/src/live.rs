@@ -89,6 +89,20 @@ pub async fn post_model_action(_path: &str, _model: &str, _force: bool) -> Resul
     Err("only available in the browser".to_string())
 }
 
+/// The current time in milliseconds since the Unix epoch (the browser's clock once hydrated).
+pub fn now_unix_ms() -> u64 {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now() as u64
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// Asks the user to confirm; `true` outside the browser.
 pub fn confirm(question: &str) -> bool {
     #[cfg(feature = "hydrate")]

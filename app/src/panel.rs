@@ -64,15 +64,19 @@ fn Notice() -> impl IntoView {
 #[component]
 fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
     let snapshot = RwSignal::new(initial);
-    let connection_lost = RwSignal::new(false);
+    // While the server does not answer: how long ago the last refresh was, in seconds.
+    let connection_lost = RwSignal::new(None::<u64>);
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
     let on_done = live::keep_fresh(get_panel, move |result| match result {
         Ok(fresh) => {
             snapshot.set(fresh);
-            connection_lost.set(false);
+            connection_lost.set(None);
         }
-        Err(_) => connection_lost.set(true),
+        Err(_) => {
+            let last = snapshot.with_untracked(|s| s.generated_at_unix_ms);
+            connection_lost.set(Some(live::now_unix_ms().saturating_sub(last) / 1000));
+        }
     });
     let names = Memo::new(move |_| {
         snapshot.with(|s| {
@@ -100,17 +104,18 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
             <div class="total refreshed">
                 <span
                     class="live-dot"
-                    class:lost=move || connection_lost.get()
+                    class:lost=move || connection_lost.get().is_some()
                     data-hydrated=move || hydrated.get().to_string()
                 ></span>
                 <span class="caption">
-                    {move || if connection_lost.get() { "connection lost, retrying… last refresh " } else { "refreshed " }}
+                    {move || if connection_lost.get().is_some() { "connection lost, retrying… last refresh " } else { "refreshed " }}
                     <time
                         data-testid="refreshed-at"
                         datetime=move || snapshot.with(|s| s.generated_at.clone())
                     >
                         {move || snapshot.with(|s| format::time_of_day(s.generated_at_unix_ms))}
                     </time>
+                    {move || connection_lost.get().map(|secs| format!(" ({} ago)", format::duration(secs)))}
                 </span>
             </div>
         </section>

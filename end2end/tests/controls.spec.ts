@@ -112,3 +112,20 @@ test.describe('layout', () => {
     expect(await sidewaysOverflow(page)).toBeGreaterThan(0);
   });
 });
+
+test.describe('connection', () => {
+  test('a lost connection says since when the page is stale, and recovers', async ({ page }) => {
+    const panel = new PanelPage(page);
+    await panel.goto();
+    await panel.waitForHydration();
+    const caption = page.locator('.total.refreshed .caption');
+    await expect(caption).toContainText('refreshed');
+    await page.route('**/_panel/snapshot', (route) => route.abort());
+    await expect(caption).toContainText(/connection lost, retrying… last refresh .* \(\d+s ago\)/, {
+      timeout: 5_000,
+    });
+    await expect(page.locator('.live-dot.lost')).toBeVisible();
+    await page.unroute('**/_panel/snapshot');
+    await expect(caption).not.toContainText('connection lost', { timeout: 5_000 });
+  });
+});
