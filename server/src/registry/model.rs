@@ -455,7 +455,7 @@ impl Owner {
                 // Stopped on purpose: it is not restarted.
                 tracing::info!(model = %self.name(), "pending restart cancelled by a shutdown");
                 self.in_a_row = 0;
-                let _ = reply.send(Ok(()));
+                self.answer(vec![reply], Ok(()));
             }
             state @ State::Failed { .. } => {
                 self.state = state;
@@ -562,9 +562,7 @@ impl Owner {
                 tracing::info!(model = %self.name(), address = %run.address, "backend ready");
                 self.idle_from = None;
                 self.state = State::Running { run };
-                for starter in starters {
-                    let _ = starter.send(Ok(StartOutcome::Started));
-                }
+                self.answer(starters, Ok(StartOutcome::Started));
             }
             (
                 State::Starting {
@@ -576,14 +574,7 @@ impl Owner {
                 Event::StartFinished(Err(cause)),
             ) => {
                 self.forget(&run);
-                let error = RegistryError::StartFailed {
-                    model: self.name().to_string(),
-                    cause: cause.clone(),
-                };
-                for starter in starters {
-                    let _ = starter.send(Err(error.clone()));
-                }
-                self.fail(Failure::Start(cause), automatic);
+                self.fail_start(cause, starters, automatic);
             }
             (
                 State::Stopping {
@@ -604,15 +595,9 @@ impl Owner {
                     self.shutdown_refused = Some(error.to_string());
                 }
                 self.state = State::Running { run };
-                for stopper in stoppers {
-                    let _ = stopper.send(Err(error.clone()));
-                }
-                for starter in starters {
-                    let _ = starter.send(Ok(StartOutcome::AlreadyRunning));
-                }
-                for done in exits {
-                    let _ = done.send(());
-                }
+                self.answer(stoppers, Err(error));
+                self.answer(starters, Ok(StartOutcome::AlreadyRunning));
+                self.answer(exits, ());
             }
             (
                 State::Stopping {
@@ -632,12 +617,8 @@ impl Owner {
                 }
                 self.forget(&run);
                 self.shutdown_refused = None;
-                for stopper in stoppers {
-                    let _ = stopper.send(Ok(()));
-                }
-                for done in exits {
-                    let _ = done.send(());
-                }
+                self.answer(stoppers, Ok(()));
+                self.answer(exits, ());
                 if !starters.is_empty() && !self.closing {
                     self.begin_start(starters, false).await;
                 }
@@ -661,6 +642,30 @@ impl Owner {
             last_stderr: last_stderr_line(logs),
         };
         self.fail(failure, true);
+    }
+
+    /// Publishes the state, then sends `value` to every waiter: whoever hears back sees the state
+    /// its request led to.
+    fn answer<T: Clone>(&self, waiters: Vec<oneshot::Sender<T>>, value: T) {
+        self.publish();
+        for waiter in waiters {
+            let _ = waiter.send(value.clone());
+        }
+    }
+
+    /// A start failed: enters `Failed` (see [`Owner::fail`]) and tells who asked for it.
+    fn fail_start(
+        &mut self,
+        cause: StartFailure,
+        starters: Vec<Reply<StartOutcome>>,
+        automatic: bool,
+    ) {
+        let error = RegistryError::StartFailed {
+            model: self.name().to_string(),
+            cause: cause.clone(),
+        };
+        self.fail(Failure::Start(cause), automatic);
+        self.answer(starters, Err(error));
     }
 
     /// Enters `Failed`; under `restart = "on-failure"` (and `may_restart`), schedules a restart
@@ -765,16 +770,7 @@ impl Owner {
         };
         let run = match prepared {
             Ok(run) => run,
-            Err(cause) => {
-                let error = RegistryError::StartFailed {
-                    model: self.name().to_string(),
-                    cause: cause.clone(),
-                };
-                for starter in starters {
-                    let _ = starter.send(Err(error.clone()));
-                }
-                return self.fail(Failure::Start(cause), automatic);
-            }
+            Err(cause) => return self.fail_start(cause, starters, automatic),
         };
         if let Some(Ok(process)) = &run.watched {
             self.context.sampler.track(*process);
