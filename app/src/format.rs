@@ -109,7 +109,7 @@ mod tests {
     fn time_of_day_is_utc() {
         assert_eq!(
             time_of_day(((14 * 3600 + 5 * 60 + 9) * 1000) as u64),
-            "14:05:09"
+            "14:05:09 UTC"
         );
     }
 }
