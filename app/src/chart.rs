@@ -327,6 +327,7 @@ pub fn Chart(
                 </div>
             </div>
         }
+        .into_any()
     };
 
     view! {
@@ -346,6 +347,8 @@ pub fn Chart(
             </Show>
         </figure>
     }
+    // Erased, so that pages holding charts keep types shallow enough for the compiler.
+    .into_any()
 }
 
 #[cfg(test)]
