@@ -306,12 +306,17 @@ pub fn Chart(
                         class:shown=move || selected.with(Option::is_some)
                         role="status"
                         style=move || {
-                            let x = selected.get().map_or(0.0, |(t, _)| scale.with(|sc| sc.x(t)));
-                            if x > 0.5 {
-                                format!("right: {:.2}%", (1.0 - x) * 100.0)
+                            // Beside the marker, on the side with more room, above or below the line.
+                            let (x, y) = selected
+                                .get()
+                                .map_or((0.0, 0.0), |(t, v)| scale.with(|sc| (sc.x(t), sc.y(v))));
+                            let across = if x > 0.5 {
+                                format!("right: calc({:.2}% + 10px)", (1.0 - x) * 100.0)
                             } else {
-                                format!("left: {:.2}%", x * 100.0)
-                            }
+                                format!("left: calc({:.2}% + 10px)", x * 100.0)
+                            };
+                            let along = if y > 0.5 { "bottom: 0.3rem" } else { "top: 0.3rem" };
+                            format!("{across}; {along}")
                         }
                     >
                         {move || selected.get().map(|(t, v)| view! {

@@ -184,6 +184,7 @@ test.describe('the panel', () => {
     }).toPass();
     await expect(memoryTip).toHaveText(/\d\d:\d\d:\d\d \d+(\.\d)? (B|KiB|MiB|GiB)/);
     await expect(memory.locator('.marker')).toBeVisible();
+    await page.screenshot({ path: 'test-results/screenshots/model-chart-hover.png', fullPage: true });
     await page.mouse.move(0, 0);
     await expect(memoryTip).toBeHidden();
 
