@@ -6,6 +6,7 @@
 // Deeply nested views produce deep types in the hydrate build.
 #![recursion_limit = "256"]
 
+pub mod chart;
 pub mod directory;
 pub mod format;
 pub mod live;

@@ -1,5 +1,6 @@
 //! The per-model page (`/models/<name>`): status, memory and CPU history, and recent log lines.
 
+use crate::chart::{self, Chart};
 use crate::format;
 use crate::live;
 use crate::snapshot::{HistoryPoint, LOG_LINES_KEPT, LogStream, ModelDetail};
@@ -73,6 +74,9 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
     let summary = Memo::new(move |_| detail.with(|d| d.summary.clone()));
     let controls =
         Memo::new(move |_| summary.with(|s| (s.lifecycle, s.kind, s.shutdown_refused.clone())));
+    // The charts keep their elements (and so keyboard focus and the pointer) across refreshes.
+    let memory_samples = Memo::new(move |_| samples(detail, |p| p.memory_bytes.map(|b| b as f64)));
+    let cpu_samples = Memo::new(move |_| samples(detail, |p| p.cpu_percent));
     let return_to = format::model_path(&name);
     let action_name = name.clone();
     view! {
@@ -98,12 +102,10 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
         </section>
         <section class="card">
             <h2>"Last minutes"</h2>
-            {move || detail.with(|d| view! {
-                <div class="charts">
-                    <Chart title="Memory" points=d.history.clone() value=|p| p.memory_bytes.map(|b| b as f64) label=|v| format::bytes(v as u64) />
-                    <Chart title="CPU" points=d.history.clone() value=|p| p.cpu_percent label=format::percent />
-                </div>
-            })}
+            <div class="charts">
+                <Chart title="Memory" samples=memory_samples ticks=chart::byte_ticks tick_label=chart::byte_tick_label label=|v| format::bytes(v as u64) />
+                <Chart title="CPU" samples=cpu_samples ticks=chart::percent_ticks tick_label=chart::percent_tick_label label=format::percent />
+            </div>
         </section>
         <section class="card">
             <h2>"Recent log lines"</h2>
@@ -122,56 +124,15 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
     }
 }
 
-/// Width and height of the chart's drawing area, in SVG units.
-const CHART_W: f64 = 600.0;
-const CHART_H: f64 = 120.0;
-
-/// A line chart of one value over the kept history, scaled to its maximum.
-#[component]
-fn Chart(
-    title: &'static str,
-    points: Vec<HistoryPoint>,
+/// One value of the history as `(time, value)` pairs, skipping points without it.
+fn samples(
+    detail: RwSignal<ModelDetail>,
     value: fn(&HistoryPoint) -> Option<f64>,
-    label: fn(f64) -> String,
-) -> impl IntoView {
-    let samples: Vec<(u64, f64)> = points
-        .iter()
-        .filter_map(|p| value(p).map(|v| (p.at_unix_ms, v)))
-        .collect();
-    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-        return view! {
-            <figure class="chart"><figcaption>{title}</figcaption><p class="muted">"No samples yet."</p></figure>
-        }
-        .into_any();
-    };
-    let span = (last.0 - first.0).max(1) as f64;
-    let max = samples.iter().map(|s| s.1).fold(0.0_f64, f64::max);
-    let top = if max > 0.0 { max * 1.1 } else { 1.0 };
-    let path = samples
-        .iter()
-        .map(|(t, v)| {
-            let x = (*t - first.0) as f64 / span * CHART_W;
-            let y = CHART_H - v / top * CHART_H;
-            format!("{x:.1},{y:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    let minutes = format::duration((last.0 - first.0) / 1000);
-    let summary = format!(
-        "{title}: now {}, peak {} over the last {minutes}",
-        label(last.1),
-        label(max)
-    );
-    view! {
-        <figure class="chart">
-            <figcaption>
-                <span>{title}</span>
-                <span class="muted">{format!("now {} · peak {} · last {minutes}", label(last.1), label(max))}</span>
-            </figcaption>
-            <svg viewBox=format!("0 0 {CHART_W} {CHART_H}") preserveAspectRatio="none" role="img" aria-label=summary>
-                <polyline points=path fill="none" vector-effect="non-scaling-stroke" />
-            </svg>
-        </figure>
-    }
-    .into_any()
+) -> Vec<(u64, f64)> {
+    detail.with(|d| {
+        d.history
+            .iter()
+            .filter_map(|p| value(p).map(|v| (p.at_unix_ms, v)))
+            .collect()
+    })
 }

@@ -166,6 +166,33 @@ test.describe('the panel', () => {
     await expect(page.getByRole('img', { name: /^Memory: now/ })).toBeVisible();
     await expect(page.getByRole('img', { name: /^CPU: now/ })).toBeVisible();
     await expect(page.getByLabel('Log lines')).toContainText('loaded demo-chat.gguf');
+
+    // Axes: values with units, and a time scale ending now.
+    const memory = page.locator('figure.chart').filter({ has: page.getByRole('img', { name: /^Memory: now/ }) });
+    const cpu = page.locator('figure.chart').filter({ has: page.getByRole('img', { name: /^CPU: now/ }) });
+    await expect(memory.locator('.y-axis')).toContainText(/\d (B|KiB|MiB|GiB)/);
+    await expect(cpu.locator('.y-axis')).toContainText(/\d %/);
+    await expect(memory.locator('.x-axis')).toContainText('now');
+
+    // The value under the pointer, once hydrated (hovering earlier does nothing, so retry).
+    const memoryTip = memory.getByRole('status');
+    await expect(async () => {
+      const chart = memory.getByRole('img');
+      const box = (await chart.boundingBox())!;
+      await chart.hover({ position: { x: box.width * 0.6, y: box.height / 2 } });
+      await expect(memoryTip).toBeVisible({ timeout: 500 });
+    }).toPass();
+    await expect(memoryTip).toHaveText(/\d\d:\d\d:\d\d \d+(\.\d)? (B|KiB|MiB|GiB)/);
+    await expect(memory.locator('.marker')).toBeVisible();
+    await page.screenshot({ path: 'test-results/screenshots/model-chart-hover.png', fullPage: true });
+    await page.mouse.move(0, 0);
+    await expect(memoryTip).toBeHidden();
+
+    // The keyboard reaches each sample too.
+    await cpu.getByRole('img').focus();
+    await expect(cpu.getByRole('status')).toHaveText(/\d+\.\d %/);
+    await page.keyboard.press('Home');
+    await expect(cpu.getByRole('status')).toHaveText(/\d+\.\d %/);
     await page.getByRole('link', { name: '← All backends' }).click();
     await expect(page).toHaveURL(/\/$/);
   });
