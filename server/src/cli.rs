@@ -262,32 +262,31 @@ async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
 
 async fn stop(client: &Client, model: &str, force: bool, json: bool) -> Result<(), CliError> {
     let reply = client.shutdown(model, force).await?;
-    if json {
-        print(&format!("{}\n", reply.json_or_text()));
-    }
-    let body = reply.success(Some(model), client)?;
-    if !json {
-        print(&format!(
-            "{model}: {}\n",
-            message_of(&body, "model stopped")
-        ));
-    }
-    Ok(())
+    report(client, reply, model, json, "model stopped")
 }
 
 async fn start(client: &Client, model: &str, json: bool) -> Result<(), CliError> {
     let reply = client
         .post_model("backend/load", json!({ "model": model }))
         .await?;
+    report(client, reply, model, json, "model started")
+}
+
+/// Prints the answer to `stop` or `start` (as JSON, or `<model>: <message>`) and turns a
+/// failure into its error.
+fn report(
+    client: &Client,
+    reply: Reply,
+    model: &str,
+    json: bool,
+    done: &str,
+) -> Result<(), CliError> {
     if json {
         print(&format!("{}\n", reply.json_or_text()));
     }
     let body = reply.success(Some(model), client)?;
     if !json {
-        print(&format!(
-            "{model}: {}\n",
-            message_of(&body, "model started")
-        ));
+        print(&format!("{model}: {}\n", message_of(&body, done)));
     }
     Ok(())
 }
