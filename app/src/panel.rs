@@ -3,7 +3,7 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
-use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
+use crate::widgets::{ActionButton, ActivityBars, Badges, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
@@ -198,7 +198,10 @@ fn BackendRow(
                 </span>
             </th>
             <td data-label="Status" class="status-cell">
-                {cell(|b| view! { <Badges lifecycle=b.lifecycle observation=b.observation /> }.into_any())}
+                {cell(|b| view! {
+                    <Badges lifecycle=b.lifecycle observation=b.observation />
+                    {b.activity.map(|activity| view! { <ActivityBars activity /> })}
+                }.into_any())}
             </td>
             <td data-label="Memory" class="memory-cell">
                 {cell(|b| view! { <MemoryCell backend=b /> }.into_any())}

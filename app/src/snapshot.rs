@@ -284,6 +284,9 @@ pub struct BackendSummary {
     /// While it starts: for how long, and the step it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_progress: Option<StartProgress>,
+    /// How busy it has been in the last minutes, while it runs and answers `Status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
 }
 
 impl BackendSummary {
@@ -308,6 +311,7 @@ impl BackendSummary {
             idle_left_secs: None,
             last_busy_unix_ms: None,
             start_progress: None,
+            activity: None,
         }
     }
 
@@ -385,6 +389,28 @@ pub struct HistoryPoint {
     pub memory_bytes: Option<u64>,
     /// CPU use of the process, in percent of one core.
     pub cpu_percent: Option<f64>,
+    /// Whether the backend reported BUSY (`None` when `Status` gave no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<bool>,
+}
+
+/// How busy a backend has been lately, from its `Status` answers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Whether the latest answer was BUSY.
+    pub busy_now: bool,
+    /// Share of the answers of the last [`Activity::WINDOW_SECS`] that were BUSY, 0 to 1.
+    pub busy_ratio: f32,
+    /// The same window in [`Activity::BUCKETS`] equal slices, oldest first: percent BUSY in
+    /// each, `None` where no answer came.
+    pub buckets: Vec<Option<u8>>,
+}
+
+impl Activity {
+    /// The window described, in seconds.
+    pub const WINDOW_SECS: u64 = 300;
+    /// Slices of the window.
+    pub const BUCKETS: usize = 30;
 }
 
 /// Which stream a log line came from.

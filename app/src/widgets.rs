@@ -3,8 +3,8 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{
-    BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics, StartPhase,
-    StartProgress, StatusFailure, StatusFailureKind,
+    Activity, BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
+    StartPhase, StartProgress, StatusFailure, StatusFailureKind,
 };
 use leptos::prelude::*;
 
@@ -97,6 +97,39 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
             <span class="memory-total" data-bytes=memory.total.to_string()>{format::bytes(memory.total)}</span>
             <div class="bar" role="img" aria-label=format!("Memory breakdown: {description}")>{segments}</div>
             <ul class="legend">{legend}</ul>
+        </div>
+    }
+}
+
+/// How busy the backend was over the last minutes: one bar per slice (its height the share of
+/// BUSY answers), and the share over the whole window in words.
+#[component]
+pub fn ActivityBars(activity: Activity) -> impl IntoView {
+    let minutes = Activity::WINDOW_SECS / 60;
+    let percent = (activity.busy_ratio * 100.0).round();
+    let summary = format!("busy {percent:.0} % of the last {minutes} min");
+    let bars = activity
+        .buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, bucket)| {
+            let height = f32::from((*bucket)?.max(4)) / 100.0 * 10.0;
+            Some(view! {
+                <rect x=i.to_string() y=format!("{:.1}", 10.0 - height) width="0.8" height=format!("{height:.1}") />
+            })
+        })
+        .collect_view();
+    view! {
+        <div class="activity" class:busy-now=activity.busy_now>
+            <svg
+                viewBox=format!("0 0 {} 10", activity.buckets.len())
+                preserveAspectRatio="none"
+                role="img"
+                aria-label=format!("Activity: {summary}")
+            >
+                {bars}
+            </svg>
+            <span class="activity-text">{summary}</span>
         </div>
     }
 }

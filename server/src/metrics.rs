@@ -240,6 +240,7 @@ fn snapshot(models: &[BackendSummary]) -> Exposition {
     let vms = Family::<ModelLabels, Gauge>::default();
     let cpu = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
     let restarts = Family::<ModelLabels, Counter>::default();
+    let busy_ratio = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
     let idle_left = Family::<ModelLabels, Gauge>::default();
     for summary in models {
         let model = || summary.name.clone();
@@ -264,6 +265,11 @@ fn snapshot(models: &[BackendSummary]) -> Exposition {
         restarts
             .get_or_create(&of_model)
             .inc_by(u64::from(summary.restarts));
+        if let Some(activity) = &summary.activity {
+            busy_ratio
+                .get_or_create(&of_model)
+                .set(f64::from(activity.busy_ratio));
+        }
         if let Some(secs) = summary.idle_left_secs {
             idle_left
                 .get_or_create(&of_model)
@@ -356,6 +362,11 @@ fn snapshot(models: &[BackendSummary]) -> Exposition {
         "restarts",
         "Automatic restarts of the model's backend after crashes (restart = \"on-failure\")",
         restarts,
+    );
+    registry.register(
+        "busy_ratio",
+        "Share of the model's Status answers of the last 5 minutes that were BUSY (0 to 1)",
+        busy_ratio,
     );
     registry.register(
         "idle_stop_seconds",

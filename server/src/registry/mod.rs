@@ -356,6 +356,10 @@ fn summarize(model: &ModelHandle) -> BackendSummary {
             .map(|at| whole_seconds(at.saturating_duration_since(now))),
         idle_left_secs,
         last_busy_unix_ms: last_busy.map(|busy| busy.at_unix_ms),
+        activity: model
+            .observed
+            .activity(crate::clock::unix_ms())
+            .filter(|_| running),
         start_progress: view.starting.and_then(|(since, step)| {
             Some(StartProgress {
                 elapsed_secs: since.elapsed().as_secs(),

@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::process::ProcessSampler;
 use app::snapshot::{
-    BackendState, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
+    Activity, BackendState, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,6 +52,10 @@ impl Observed {
             at_unix_ms: observation.at_unix_ms,
             memory_bytes: observation.memory_bytes(),
             cpu_percent: observation.process.as_ref().map(|p| p.cpu_percent),
+            busy: observation
+                .status
+                .as_ref()
+                .map(|s| s.state == BackendState::Busy),
         };
         let busy = observation
             .status
@@ -82,6 +86,43 @@ impl Observed {
     /// When the backend last reported BUSY.
     pub(crate) fn last_busy(&self) -> Option<LastBusy> {
         self.lock().last_busy
+    }
+
+    /// How busy the backend was in the window before `now_unix_ms`; `None` without answers.
+    pub(super) fn activity(&self, now_unix_ms: u64) -> Option<Activity> {
+        let inner = self.lock();
+        let window_ms = Activity::WINDOW_SECS * 1000;
+        let start = now_unix_ms.saturating_sub(window_ms);
+        let slice_ms = window_ms / Activity::BUCKETS as u64;
+        let mut busy = [0u32; Activity::BUCKETS];
+        let mut answered = [0u32; Activity::BUCKETS];
+        for point in inner.history.iter().rev() {
+            if point.at_unix_ms < start {
+                break;
+            }
+            let Some(was_busy) = point.busy else {
+                continue;
+            };
+            let slot = usize::try_from((point.at_unix_ms - start) / slice_ms)
+                .unwrap_or(usize::MAX)
+                .min(Activity::BUCKETS - 1);
+            answered[slot] += 1;
+            busy[slot] += u32::from(was_busy);
+        }
+        let total: u32 = answered.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let busy_now = inner.history.back().and_then(|p| p.busy).unwrap_or(false);
+        Some(Activity {
+            busy_now,
+            busy_ratio: busy.iter().sum::<u32>() as f32 / total as f32,
+            buckets: busy
+                .iter()
+                .zip(answered)
+                .map(|(b, a)| (a > 0).then(|| u8::try_from(b * 100 / a).unwrap_or(100)))
+                .collect(),
+        })
     }
 
     /// The history, oldest first.

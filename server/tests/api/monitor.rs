@@ -375,3 +375,36 @@ async fn the_host_view_shows_memory_cpu_and_what_the_backends_hold() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn activity_counts_the_busy_answers_of_the_last_minutes() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&external("llm", &backend.address, None)).await;
+    app.wait_for_observation("llm").await;
+    let entry = app.backend("llm").await;
+    let activity = &entry["activity"];
+    assert_eq!(activity["busy_now"], false, "{entry}");
+    assert_eq!(activity["busy_ratio"], 0.0, "{entry}");
+
+    *backend.state.lock().unwrap() = proto::State::Busy;
+    let start = Instant::now();
+    let entry = loop {
+        let entry = app.backend("llm").await;
+        if entry["activity"]["busy_now"] == true {
+            break entry;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never busy: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ratio = entry["activity"]["busy_ratio"].as_f64().unwrap();
+    assert!(
+        ratio > 0.0 && ratio < 1.0,
+        "some answers were BUSY: {entry}"
+    );
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains("Activity: busy"), "the panel shows it");
+    app.stop().await;
+}

@@ -188,6 +188,13 @@ async fn an_idle_backend_is_stopped_after_its_idle_timeout_and_a_busy_one_is_not
     // The busy one has been running as long, and reports BUSY on every observation.
     let busy = app.wait_for_lifecycle("busy", "running", START).await;
     assert!(busy["last_busy_unix_ms"].as_u64().is_some(), "{busy}");
+    let activity = &busy["activity"];
+    assert_eq!(activity["busy_now"], true, "{busy}");
+    assert_eq!(activity["busy_ratio"], 1.0, "{busy}");
+    let buckets = activity["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 30);
+    assert_eq!(buckets[29], 100, "the newest slice is all BUSY: {busy}");
+    assert!(buckets[0].is_null(), "nothing was observed 5 minutes ago");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let busy = app.backend("busy").await;
     assert_eq!(busy["lifecycle"], "running", "{busy}");
