@@ -170,11 +170,6 @@ impl Registry {
         }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     fn find(&self, name: &str) -> Result<&ModelHandle, RegistryError> {
         self.models
             .iter()
