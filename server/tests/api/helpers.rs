@@ -155,9 +155,16 @@ impl TestApp {
 
     /// The `/api/backends` entry of one model.
     pub async fn backend(&self, model: &str) -> serde_json::Value {
-        let all: serde_json::Value = self
-            .http
-            .get(self.url("/api/backends"))
+        self.backend_as(model, None).await
+    }
+
+    /// The `/api/backends` entry of one model, asked for with an API key when one is given.
+    async fn backend_as(&self, model: &str, key: Option<&str>) -> serde_json::Value {
+        let mut request = self.http.get(self.url("/api/backends"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let all: serde_json::Value = request
             .send()
             .await
             .expect("request sent")
@@ -180,9 +187,25 @@ impl TestApp {
         want: &str,
         limit: Duration,
     ) -> serde_json::Value {
+        self.wait_for_lifecycle_as(model, want, limit, None).await
+    }
+
+    /// [`TestApp::wait_for_lifecycle`] for an app with API keys, using `key` (up to 10 s).
+    pub async fn wait_for_lifecycle_with_key(&self, model: &str, want: &str, key: &str) {
+        self.wait_for_lifecycle_as(model, want, Duration::from_secs(10), Some(key))
+            .await;
+    }
+
+    async fn wait_for_lifecycle_as(
+        &self,
+        model: &str,
+        want: &str,
+        limit: Duration,
+        key: Option<&str>,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
-            let backend = self.backend(model).await;
+            let backend = self.backend_as(model, key).await;
             if backend["lifecycle"] == want {
                 return backend;
             }
@@ -492,35 +515,4 @@ pub fn client_without_redirects() -> reqwest::Client {
         .timeout(REQUEST_LIMIT)
         .build()
         .expect("client builds")
-}
-
-impl TestApp {
-    /// [`TestApp::wait_for_lifecycle`] for an app with API keys, using `key` (up to 10 s).
-    pub async fn wait_for_lifecycle_with_key(&self, model: &str, want: &str, key: &str) {
-        let start = Instant::now();
-        loop {
-            let all: serde_json::Value = self
-                .http
-                .get(self.url("/api/backends"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .expect("request sent")
-                .json()
-                .await
-                .expect("json");
-            let found = all["backends"].as_array().is_some_and(|b| {
-                b.iter()
-                    .any(|b| b["name"] == model && b["lifecycle"] == want)
-            });
-            if found {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{model} did not become {want}: {all}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
