@@ -29,6 +29,14 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// How long ago something happened: `just now` under a second, else `3s ago`, `2m 05s ago`.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        0 => "just now".to_string(),
+        secs => format!("{} ago", duration(secs)),
+    }
+}
+
 /// A percentage with one decimal: `12.5 %`.
 pub fn percent(value: f64) -> String {
     format!("{value:.1} %")
@@ -96,6 +104,13 @@ mod tests {
         assert_eq!(duration(725), "12m 05s");
         assert_eq!(duration(3 * 3600 + 7 * 60), "3h 07m");
         assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d 04h");
+    }
+
+    #[test]
+    fn ages_say_just_now_under_a_second() {
+        assert_eq!(ago(0), "just now");
+        assert_eq!(ago(3), "3s ago");
+        assert_eq!(ago(125), "2m 05s ago");
     }
 
     #[test]

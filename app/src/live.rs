@@ -38,7 +38,7 @@ where
 }
 
 /// Runs `tick` every `period` while the calling component is mounted (in the browser only).
-fn every(period: Duration, tick: impl Fn() + Clone + 'static) {
+pub fn every(period: Duration, tick: impl Fn() + Clone + 'static) {
     Effect::new(move |_| {
         let handle = set_interval_with_handle(tick.clone(), period).ok();
         on_cleanup(move || {

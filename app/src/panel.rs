@@ -3,7 +3,9 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
-use crate::widgets::{ActionButton, ActivityBars, Badges, MemoryCell, ProcessInfo};
+use crate::widgets::{
+    ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo,
+};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
@@ -64,19 +66,27 @@ fn Notice() -> impl IntoView {
 #[component]
 fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
     let snapshot = RwSignal::new(initial);
-    // While the server does not answer: how long ago the last refresh was, in seconds.
-    let connection_lost = RwSignal::new(None::<u64>);
+    // Browser clock times: of the last answer (set once hydrated) and now, ticking each second,
+    // for "updated 3s ago". Both start equal, so the server's render says "just now" too.
+    let answered_at = RwSignal::new(0u64);
+    let now = RwSignal::new(0u64);
+    let connection_lost = RwSignal::new(false);
     let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    Effect::new(move |_| {
+        answered_at.set(live::now_unix_ms());
+        hydrated.set(true);
+    });
+    live::every(live::REFRESH_PERIOD, move || now.set(live::now_unix_ms()));
+    let age = move || now.get().saturating_sub(answered_at.get()) / 1000;
     let on_done = live::keep_fresh(get_panel, move |result| match result {
         Ok(fresh) => {
             snapshot.set(fresh);
-            connection_lost.set(None);
+            let at = live::now_unix_ms();
+            answered_at.set(at);
+            now.set(at);
+            connection_lost.set(false);
         }
-        Err(_) => {
-            let last = snapshot.with_untracked(|s| s.generated_at_unix_ms);
-            connection_lost.set(Some(live::now_unix_ms().saturating_sub(last) / 1000));
-        }
+        Err(_) => connection_lost.set(true),
     });
     let names = Memo::new(move |_| {
         snapshot.with(|s| {
@@ -104,18 +114,21 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
             <div class="total refreshed">
                 <span
                     class="live-dot"
-                    class:lost=move || connection_lost.get().is_some()
+                    class:lost=move || connection_lost.get()
                     data-hydrated=move || hydrated.get().to_string()
                 ></span>
-                <span class="caption">
-                    {move || if connection_lost.get().is_some() { "connection lost, retrying… last refresh " } else { "refreshed " }}
+                <span class="caption" data-testid="updated">
+                    {move || if connection_lost.get() {
+                        format!("connection lost, retrying… last refresh {} ago, at ", format::duration(age()))
+                    } else {
+                        format!("updated {}, at ", format::ago(age()))
+                    }}
                     <time
                         data-testid="refreshed-at"
                         datetime=move || snapshot.with(|s| s.generated_at.clone())
                     >
                         {move || snapshot.with(|s| format::time_of_day(s.generated_at_unix_ms))}
                     </time>
-                    {move || connection_lost.get().map(|secs| format!(" ({} ago)", format::duration(secs)))}
                 </span>
             </div>
         </section>
@@ -201,6 +214,7 @@ fn BackendRow(
                 {cell(|b| view! {
                     <Badges lifecycle=b.lifecycle observation=b.observation />
                     {b.activity.map(|activity| view! { <ActivityBars activity /> })}
+                    {b.observation.and_then(|o| o.generation).map(|generation| view! { <GenerationText generation /> })}
                 }.into_any())}
             </td>
             <td data-label="Memory" class="memory-cell">

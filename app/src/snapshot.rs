@@ -106,6 +106,17 @@ pub struct BackendStatus {
     pub memory: Option<MemoryUsage>,
 }
 
+/// What the backend reports through `GetMetrics` about its current (or last) request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Generation speed, in tokens per second.
+    pub tokens_per_second: f32,
+    /// Tokens generated so far.
+    pub tokens_generated: u32,
+    /// Prompt tokens processed.
+    pub prompt_tokens_processed: u32,
+}
+
 /// Why the backend could not answer `Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,7 +185,7 @@ pub struct ProcessMetrics {
 }
 
 /// One look at a backend: what `Status` said (or why it failed) and the OS's view of its process.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// When it was taken, in milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
@@ -187,6 +198,9 @@ pub struct Observation {
     /// Why the known process could not be sampled ("pid 4242 is not running").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_error: Option<String>,
+    /// Generation metrics from `GetMetrics`, when the backend implements it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<Generation>,
 }
 
 impl Observation {

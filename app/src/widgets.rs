@@ -3,7 +3,7 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{
-    Activity, BackendKind, BackendSummary, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
+    Activity, BackendKind, BackendSummary, Generation, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
     StartPhase, StartProgress, StatusFailure, StatusFailureKind,
 };
 use leptos::prelude::*;
@@ -131,6 +131,20 @@ pub fn ActivityBars(activity: Activity) -> impl IntoView {
             </svg>
             <span class="activity-text">{summary}</span>
         </div>
+    }
+}
+
+/// Generation speed and tokens of the current (or last) request, from `GetMetrics`.
+#[component]
+pub fn GenerationText(generation: Generation) -> impl IntoView {
+    view! {
+        <span class="generation" data-testid="generation">
+            {format!(
+                "{:.1} tokens/s · {} tokens generated",
+                generation.tokens_per_second,
+                generation.tokens_generated
+            )}
+        </span>
     }
 }
 

@@ -40,6 +40,16 @@ test.describe('the panel', () => {
     await expect(page.getByTestId('running-count')).toHaveText('3 of 4');
   });
 
+  test('shows generation speed where the backend reports it through GetMetrics', async ({ page }) => {
+    const panel = new PanelPage(page);
+    await panel.goto();
+    await panel.waitForHydration();
+    await expect(panel.row('demo-chat').getByTestId('generation')).toContainText(/^24\.0 tokens\/s · \d+ tokens generated$/);
+    // A backend without GetMetrics shows nothing rather than zeros.
+    await panel.expectLifecycle('demo-legacy', 'running');
+    await expect(panel.row('demo-legacy').getByTestId('generation')).toHaveCount(0);
+  });
+
   test('shows the same memory as /backend/monitor', async ({ page, request }) => {
     const panel = new PanelPage(page);
     await panel.goto();

@@ -679,7 +679,7 @@ mod tests {
             }),
             status,
             process,
-            process_error: None,
+            ..Observation::default()
         }
     }
 

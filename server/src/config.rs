@@ -714,7 +714,7 @@ fn embedded_default() -> Result<Vec<ModelSpec>, ConfigError> {
     Ok(vec![
         demo(
             "demo-chat",
-            &[],
+            &["--tokens-per-second", "24"],
             Some(LoadSpec {
                 model: "demo-chat.gguf".into(),
                 context_size: Some(4096),

@@ -2,7 +2,9 @@
 //! cases the rest of the server acts on (unimplemented, timed out, unreachable, failed).
 
 use crate::config::LoadSpec;
-use app::snapshot::{BackendState, BackendStatus, MemoryUsage, StatusFailure, StatusFailureKind};
+use app::snapshot::{
+    BackendState, BackendStatus, Generation, MemoryUsage, StatusFailure, StatusFailureKind,
+};
 use proto::backend_client::BackendClient as RawClient;
 use std::future::Future;
 use std::time::Duration;
@@ -104,6 +106,18 @@ impl BackendClient {
                 total: m.total,
                 breakdown: m.breakdown.into_iter().collect(),
             }),
+        })
+    }
+
+    /// `GetMetrics`: tokens per second and tokens of the current (or last) request. Most
+    /// backends other than llama.cpp answer UNIMPLEMENTED.
+    pub async fn generation(&self, deadline: Duration) -> Result<Generation, CallError> {
+        let mut raw = self.raw.clone();
+        let reply = call(deadline, |r| raw.get_metrics(r), proto::MetricsRequest {}).await?;
+        Ok(Generation {
+            tokens_per_second: reply.tokens_per_second,
+            tokens_generated: u32::try_from(reply.tokens_generated).unwrap_or(0),
+            prompt_tokens_processed: u32::try_from(reply.prompt_tokens_processed).unwrap_or(0),
         })
     }
 

@@ -5,10 +5,11 @@
 use super::model::{ModelHandle, ModelView};
 use crate::clock::unix_ms;
 use crate::config::Settings;
+use crate::grpc::CallError;
 use crate::metrics::Metrics;
 use crate::process::ProcessSampler;
 use app::snapshot::{
-    Activity, BackendState, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
+    Activity, BackendState, Generation, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -139,6 +140,8 @@ pub(super) async fn observe_forever(
     metrics: Arc<Metrics>,
 ) {
     let mut views = model.subscribe();
+    // The run whose backend answered UNIMPLEMENTED to `GetMetrics`: not asked again.
+    let mut without_generation = None;
     let mut ticker = tokio::time::interval(settings.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,28 +155,52 @@ pub(super) async fn observe_forever(
             continue;
         }
         ticker.tick().await;
-        let observation = observe(&model.spec.name, &view, &settings, &sampler, &metrics).await;
+        let ask_generation = without_generation != Some(view.run);
+        let (observation, generation) = observe(
+            &model.spec.name,
+            &view,
+            &settings,
+            &sampler,
+            &metrics,
+            ask_generation,
+        )
+        .await;
+        if generation == Some(Err(CallError::Unimplemented)) {
+            without_generation = Some(view.run);
+        }
         model.observed.record(view.run, observation);
     }
 }
 
-/// Calls `Status` (recording it in `metrics`) and samples the process (when one is known).
+/// Calls `Status` (recording it in `metrics`) and, when `ask_generation`, `GetMetrics` beside
+/// it, and samples the process (when one is known). Also returns how `GetMetrics` went.
 async fn observe(
     name: &str,
     view: &ModelView,
     settings: &Settings,
     sampler: &ProcessSampler,
     metrics: &Metrics,
-) -> Observation {
-    let status = match &view.client {
-        Some(client) => metrics
-            .timed_status(name, client.status(settings.status_timeout))
-            .await
-            .map_err(|e| e.to_status_failure()),
-        None => Err(StatusFailure {
-            kind: StatusFailureKind::Unreachable,
-            message: "no gRPC client".to_string(),
-        }),
+    ask_generation: bool,
+) -> (Observation, Option<Result<Generation, CallError>>) {
+    let (status, generation) = match &view.client {
+        Some(client) => {
+            let status = metrics.timed_status(name, client.status(settings.status_timeout));
+            let generation = async {
+                match ask_generation {
+                    true => Some(client.generation(settings.status_timeout).await),
+                    false => None,
+                }
+            };
+            let (status, generation) = tokio::join!(status, generation);
+            (status.map_err(|e| e.to_status_failure()), generation)
+        }
+        None => (
+            Err(StatusFailure {
+                kind: StatusFailureKind::Unreachable,
+                message: "no gRPC client".to_string(),
+            }),
+            None,
+        ),
     };
     let (process, process_error) = match &view.watched {
         Some(Ok(id)) => match sampler.metrics(*id) {
@@ -187,13 +214,15 @@ async fn observe(
         Ok(s) => (Some(s), None),
         Err(e) => (None, Some(e)),
     };
-    Observation {
+    let observation = Observation {
         at_unix_ms: unix_ms(),
         status,
         status_error,
         process,
         process_error,
-    }
+        generation: generation.clone().and_then(Result::ok),
+    };
+    (observation, generation)
 }
 
 #[cfg(test)]
@@ -203,10 +232,7 @@ mod tests {
     fn observation(at_unix_ms: u64) -> Observation {
         Observation {
             at_unix_ms,
-            status: None,
-            status_error: None,
-            process: None,
-            process_error: None,
+            ..Observation::default()
         }
     }
 

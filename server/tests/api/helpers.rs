@@ -309,6 +309,8 @@ pub struct TestBackend {
     pub address: String,
     pub free_calls: Arc<AtomicUsize>,
     pub status_calls: Arc<AtomicUsize>,
+    /// `GetMetrics` calls (always answered UNIMPLEMENTED, as most backends do).
+    pub generation_calls: Arc<AtomicUsize>,
     pub state: Arc<std::sync::Mutex<State>>,
     /// The `grpc-timeout` header of every call received, in order.
     pub deadlines: Arc<std::sync::Mutex<Vec<String>>>,
@@ -326,6 +328,7 @@ struct Scripted {
     behaviour: Behaviour,
     free_calls: Arc<AtomicUsize>,
     status_calls: Arc<AtomicUsize>,
+    generation_calls: Arc<AtomicUsize>,
     state: Arc<std::sync::Mutex<State>>,
     deadlines: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -408,6 +411,14 @@ impl Backend for Scripted {
             success: !self.behaviour.free_fails,
         }))
     }
+
+    async fn get_metrics(
+        &self,
+        _: Request<proto::MetricsRequest>,
+    ) -> Result<Response<proto::MetricsResponse>, Status> {
+        self.generation_calls.fetch_add(1, Ordering::SeqCst);
+        Err(Status::unimplemented("no GetMetrics here"))
+    }
 }
 
 /// Serves a scripted backend on `127.0.0.1:0`.
@@ -418,12 +429,14 @@ pub async fn spawn_backend(behaviour: Behaviour) -> TestBackend {
     let address = listener.local_addr().expect("local addr").to_string();
     let free_calls = Arc::new(AtomicUsize::new(0));
     let status_calls = Arc::new(AtomicUsize::new(0));
+    let generation_calls = Arc::new(AtomicUsize::new(0));
     let state = Arc::new(std::sync::Mutex::new(behaviour.state));
     let deadlines = Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = Scripted {
         behaviour,
         free_calls: free_calls.clone(),
         status_calls: status_calls.clone(),
+        generation_calls: generation_calls.clone(),
         state: state.clone(),
         deadlines: deadlines.clone(),
     };
@@ -437,6 +450,7 @@ pub async fn spawn_backend(behaviour: Behaviour) -> TestBackend {
         address,
         free_calls,
         status_calls,
+        generation_calls,
         state,
         deadlines,
         server,

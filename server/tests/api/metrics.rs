@@ -255,6 +255,85 @@ async fn metrics_describe_every_model_as_api_backends_does() {
 }
 
 #[tokio::test]
+async fn generation_from_get_metrics_is_shown_where_implemented_and_not_asked_again_where_not() {
+    let scripted = spawn_backend(Behaviour::default()).await;
+    let app = spawn_app(&format!(
+        "{}{}{}",
+        demo_model("fast", &["--tokens-per-second", "40"], &["weights_mib:1"]),
+        demo_model("legacy", &["--status-unimplemented"], &["weights_mib:1"]),
+        external_model("scripted", &scripted.address),
+    ))
+    .await;
+    for model in ["fast", "legacy", "scripted"] {
+        app.wait_for_lifecycle(model, "running", LIMIT).await;
+    }
+
+    // The demo generates 40 tokens a second since its load: the count grows between looks.
+    let (first_scrape, api) = consistent(&app, "fast").await;
+    let generation = &api["observation"]["generation"];
+    assert_eq!(generation["tokens_per_second"], 40.0, "{api}");
+    let fast = [("model", "fast")];
+    assert_eq!(
+        value(
+            &first_scrape,
+            "backend_monitor_generation_tokens_per_second",
+            &fast
+        ),
+        40.0
+    );
+    let first = generation["tokens_generated"].as_f64().expect("tokens");
+    assert_eq!(
+        value(&first_scrape, "backend_monitor_generated_tokens", &fast),
+        first
+    );
+    let start = Instant::now();
+    loop {
+        let later = app.backend("fast").await["observation"]["generation"]["tokens_generated"]
+            .as_f64()
+            .expect("tokens");
+        if later >= first + 8.0 {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "tokens stay at {later}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // UNIMPLEMENTED is "not reported": no field, no series, and not asked again in this run.
+    let start = Instant::now();
+    while scripted.status_calls.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        assert!(start.elapsed() < LIMIT, "the observer stopped calling Status");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        scripted
+            .generation_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let later = scrape(&app).await;
+    for model in ["legacy", "scripted"] {
+        let api = app.backend(model).await;
+        assert!(api["observation"]["at_unix_ms"].is_u64(), "{api}");
+        assert!(api["observation"].get("generation").is_none(), "{api}");
+        assert!(
+            sample(
+                &later,
+                "backend_monitor_generation_tokens_per_second",
+                &[("model", model)]
+            )
+            .is_none()
+        );
+    }
+    // LocalAI's /backend/monitor keeps its shape.
+    let monitor: Value = app.monitor("fast").await.json().await.expect("json");
+    assert_eq!(
+        monitor.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["memory".to_string(), "state".to_string()])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn status_latency_and_outcomes_are_recorded_by_the_observer() {
     let latency = Duration::from_millis(30);
     let scripted = spawn_backend(Behaviour {

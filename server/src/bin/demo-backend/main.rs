@@ -6,11 +6,15 @@
 //! breakdown, and `Free` releases it. `--status-unimplemented` makes `Status` and `Free` answer
 //! UNIMPLEMENTED, like many real backends, to exercise the OS fallback; `--status-delay` makes
 //! `Status` hang, like a stuck backend; `--load-delay` makes `LoadModel` slow;
-//! `--report-busy` makes it report BUSY once loaded.
+//! `--report-busy` makes it report BUSY once loaded; `--tokens-per-second` makes `GetMetrics`
+//! report generation at that speed since the load (UNIMPLEMENTED with `--status-unimplemented`).
 
 use clap::Parser;
 use proto::backend_server::{Backend, BackendServer};
-use proto::{HealthMessage, MemoryUsageData, ModelOptions, Reply, State, StatusResponse};
+use proto::{
+    HealthMessage, MemoryUsageData, MetricsRequest, MetricsResponse, ModelOptions, Reply, State,
+    StatusResponse,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,11 +49,15 @@ struct Args {
     /// Take this long to answer LoadModel, e.g. `2s` (a slow model load).
     #[arg(long, value_parser = humantime::parse_duration)]
     load_delay: Option<Duration>,
+    /// Report through GetMetrics that tokens are generated at this speed since the load.
+    #[arg(long, default_value_t = 0.0)]
+    tokens_per_second: f32,
 }
 
 /// A loaded "model": buffers that really occupy memory.
 struct Loaded {
     name: String,
+    at: std::time::Instant,
     weights: Vec<u8>,
     kv_cache: Vec<u8>,
 }
@@ -59,6 +67,7 @@ struct Demo {
     status_delay: Option<Duration>,
     load_delay: Option<Duration>,
     report_busy: bool,
+    tokens_per_second: f32,
     loaded: Arc<Mutex<Option<Loaded>>>,
 }
 
@@ -127,6 +136,7 @@ impl Backend for Demo {
         let kv_cache_mib = sizes.get("kv_cache_mib").copied().unwrap_or(0);
         let loaded = tokio::task::spawn_blocking(move || Loaded {
             name: options.model,
+            at: std::time::Instant::now(),
             weights: resident_buffer(weights_mib),
             kv_cache: resident_buffer(kv_cache_mib),
         })
@@ -196,6 +206,32 @@ impl Backend for Demo {
             None => Ok(result(true, "nothing loaded")),
         }
     }
+
+    async fn get_metrics(
+        &self,
+        _: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
+        if self.status_unimplemented {
+            return Err(Status::unimplemented(
+                "GetMetrics is not implemented by this backend",
+            ));
+        }
+        let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let seconds = loaded
+            .as_ref()
+            .map_or(0.0, |l| l.at.elapsed().as_secs_f32());
+        let tokens_per_second = if loaded.is_some() {
+            self.tokens_per_second
+        } else {
+            0.0
+        };
+        Ok(Response::new(MetricsResponse {
+            tokens_per_second,
+            tokens_generated: (tokens_per_second * seconds) as i32,
+            prompt_tokens_processed: i32::from(loaded.is_some() && tokens_per_second > 0.0) * 16,
+            ..Default::default()
+        }))
+    }
 }
 
 async fn terminated(ignore_sigterm: bool) {
@@ -224,6 +260,7 @@ async fn main() -> std::process::ExitCode {
         status_delay: args.status_delay,
         load_delay: args.load_delay,
         report_busy: args.report_busy,
+        tokens_per_second: args.tokens_per_second,
         loaded: Arc::new(Mutex::new(None)),
     };
     eprintln!("demo-backend listening on {}", args.addr);
