@@ -57,6 +57,8 @@ pub fn App() -> impl IntoView {
                 <nav aria-label="API">
                     <a href="/api/backends">"JSON"</a>
                     <a href="/system">"System"</a>
+                    <a href="/api/docs">"API reference"</a>
+                    <a href="/metrics">"Metrics"</a>
                 </nav>
             </header>
             <main>

@@ -3,9 +3,7 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
-use crate::widgets::{
-    ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo,
-};
+use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
@@ -211,11 +209,15 @@ fn BackendRow(
                 </span>
             </th>
             <td data-label="Status" class="status-cell">
-                {cell(|b| view! {
-                    <Badges lifecycle=b.lifecycle observation=b.observation />
-                    {b.activity.map(|activity| view! { <ActivityBars activity /> })}
-                    {b.observation.and_then(|o| o.generation).map(|generation| view! { <GenerationText generation /> })}
-                }.into_any())}
+                {cell(|b| {
+                    let generation = b.observation.as_ref().and_then(|o| o.generation.clone());
+                    view! {
+                        <Badges lifecycle=b.lifecycle observation=b.observation />
+                        {b.activity.map(|activity| view! { <ActivityBars activity /> })}
+                        {generation.map(|generation| view! { <GenerationText generation /> })}
+                    }
+                    .into_any()
+                })}
             </td>
             <td data-label="Memory" class="memory-cell">
                 {cell(|b| view! { <MemoryCell backend=b /> }.into_any())}

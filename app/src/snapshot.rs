@@ -9,6 +9,7 @@ use std::fmt;
 
 /// Where a configured backend is in its life, as managed by backend-monitor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
     /// Process started (managed) and not yet healthy / model not yet loaded.
@@ -44,6 +45,7 @@ impl fmt::Display for Lifecycle {
 
 /// The state a backend reports through gRPC `Status` (LocalAI's numbering).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// 0: no model loaded yet.
@@ -90,6 +92,7 @@ impl BackendState {
 
 /// Memory reported by the backend itself, in bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct MemoryUsage {
     /// Total bytes in use.
     pub total: u64,
@@ -99,6 +102,7 @@ pub struct MemoryUsage {
 
 /// A successful answer to gRPC `Status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BackendStatus {
     /// The reported state.
     pub state: BackendState,
@@ -108,6 +112,7 @@ pub struct BackendStatus {
 
 /// What the backend reports through `GetMetrics` about its current (or last) request.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Generation {
     /// Generation speed, in tokens per second.
     pub tokens_per_second: f32,
@@ -119,6 +124,7 @@ pub struct Generation {
 
 /// Why the backend could not answer `Status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StatusFailureKind {
     /// The backend does not implement `Status` (answered UNIMPLEMENTED).
@@ -145,6 +151,7 @@ impl StatusFailureKind {
 
 /// A failed `Status` call: its kind and the error text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StatusFailure {
     /// The kind of failure.
     pub kind: StatusFailureKind,
@@ -156,6 +163,7 @@ pub struct StatusFailure {
 ///
 /// Field names follow LocalAI's fallback (gopsutil's `MemoryInfoStat`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct MemoryInfo {
     /// Resident set size (VmRSS).
     pub rss: u64,
@@ -175,6 +183,7 @@ pub struct MemoryInfo {
 
 /// Process metrics used when the backend cannot answer `Status` (LocalAI's fallback shape).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ProcessMetrics {
     /// Memory counters.
     pub memory_info: MemoryInfo,
@@ -186,6 +195,7 @@ pub struct ProcessMetrics {
 
 /// One look at a backend: what `Status` said (or why it failed) and the OS's view of its process.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Observation {
     /// When it was taken, in milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
@@ -215,6 +225,7 @@ impl Observation {
 
 /// Where a start is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "phase")]
 pub enum StartPhase {
     /// Waiting for `Health` to answer OK: check `attempt` of `of`.
@@ -233,6 +244,7 @@ pub enum StartPhase {
 
 /// The progress of a start in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StartProgress {
     /// Seconds since the start began.
     pub elapsed_secs: u64,
@@ -242,6 +254,7 @@ pub struct StartProgress {
 
 /// How backend-monitor reaches a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// Started and supervised by backend-monitor.
@@ -252,6 +265,7 @@ pub enum BackendKind {
 
 /// Everything the panel shows about one configured model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BackendSummary {
     /// The model name (unique).
     pub name: String,
@@ -339,6 +353,7 @@ impl BackendSummary {
 
 /// The machine backend-monitor runs on: is there room to load another model?
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct HostStats {
     /// Physical memory, in bytes.
     pub memory_total: u64,
@@ -362,6 +377,7 @@ pub struct HostStats {
 
 /// The whole panel at one instant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct PanelSnapshot {
     /// When the snapshot was taken (RFC 3339, UTC).
     pub generated_at: String,
@@ -396,6 +412,7 @@ impl PanelSnapshot {
 
 /// One point of a backend's recent history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct HistoryPoint {
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
@@ -410,6 +427,7 @@ pub struct HistoryPoint {
 
 /// How busy a backend has been lately, from its `Status` answers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Activity {
     /// Whether the latest answer was BUSY.
     pub busy_now: bool,
@@ -429,6 +447,7 @@ impl Activity {
 
 /// Which stream a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// Standard output.
@@ -442,6 +461,7 @@ pub const LOG_LINES_KEPT: usize = 500;
 
 /// One line a managed backend wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Its position in the backend's output, counting from 1: the cursor for fetching only
     /// newer lines (`since`).
@@ -456,6 +476,7 @@ pub struct LogLine {
 
 /// The per-model page: the summary, its recent history and log lines.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelDetail {
     /// Same as in the list.
     pub summary: BackendSummary,
@@ -467,6 +488,7 @@ pub struct ModelDetail {
 
 /// Log lines after a cursor (`GET /api/backends/<name>/logs?since=<cursor>`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct LogPage {
     /// Lines after the cursor, oldest first.
     pub lines: Vec<LogLine>,
@@ -479,6 +501,7 @@ pub struct LogPage {
 /// What the request's key or session may do, so the panel can disable what it would refuse.
 /// Without API keys configured, everything is allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Permissions {
     /// May shut down and start models (an admin key).
     pub can_control: bool,

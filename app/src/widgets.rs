@@ -3,8 +3,8 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{
-    Activity, BackendKind, BackendSummary, Generation, Lifecycle, MemoryUsage, Observation, ProcessMetrics,
-    StartPhase, StartProgress, StatusFailure, StatusFailureKind,
+    Activity, BackendKind, BackendSummary, Generation, Lifecycle, MemoryUsage, Observation,
+    ProcessMetrics, StartPhase, StartProgress, StatusFailure, StatusFailureKind,
 };
 use leptos::prelude::*;
 

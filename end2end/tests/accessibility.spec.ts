@@ -36,5 +36,12 @@ for (const scheme of ['light', 'dark'] as const) {
       await expect(page.getByLabel('API key')).toBeVisible();
       await expectNoViolations(page, `/sign-in in ${scheme}`);
     });
+
+    test('the API reference has no violations', async ({ page }) => {
+      await page.goto('/api/docs');
+      await expect(page.getByRole('heading', { level: 1 })).toHaveText('API reference');
+      await expect(page.locator('#schema-PanelSnapshot')).toBeVisible();
+      await expectNoViolations(page, `/api/docs in ${scheme}`);
+    });
   });
 }

@@ -24,6 +24,7 @@
 
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::html::{escape, page};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -600,21 +601,8 @@ fn sign_in_form(status: StatusCode, error: Option<&str>, return_to: &str) -> Res
     let error = error
         .map(|e| format!(r#"<p class="banner error" role="alert">{}</p>"#, escape(e)))
         .unwrap_or_default();
-    let page = format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<title>Sign in · backend-monitor</title>
-<link rel="stylesheet" href="/pkg/backend-monitor.css">
-<link rel="icon" type="image/svg+xml" href="/favicon.svg">
-</head>
-<body>
-<header class="topbar"><span class="brand"><img src="/favicon.svg" alt="" width="22" height="22">backend-monitor</span></header>
-<main class="sign-in">
-<h1>Sign in</h1>
+    let body = format!(
+        r#"<h1>Sign in</h1>
 <p>This backend-monitor needs an API key. Read keys can watch; admin keys can also shut down and start models.</p>
 {error}
 <form method="post" action="{SIGN_IN}">
@@ -622,30 +610,10 @@ fn sign_in_form(status: StatusCode, error: Option<&str>, return_to: &str) -> Res
 <label for="key">API key</label>
 <input id="key" name="key" type="password" autocomplete="current-password" required autofocus>
 <button type="submit" class="primary">Sign in</button>
-</form>
-</main>
-</body>
-</html>
-"#,
+</form>"#,
         return_to = escape(return_to),
     );
-    (status, Html(page)).into_response()
-}
-
-/// Escapes text for HTML content and double-quoted attributes.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    (status, Html(page("Sign in", "sign-in", &body))).into_response()
 }
 
 #[cfg(test)]

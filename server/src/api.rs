@@ -1,7 +1,7 @@
 //! The JSON API: LocalAI's `/backend/monitor` and `/backend/shutdown` (with `/v1` aliases), and
 //! what we add (`/backend/load`, `/system`, `/version`, `/api/backends`).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::registry::{Reading, Registry, RegistryError, StartOutcome};
 use crate::startup::AppState;
 use app::directory::BackendDirectory;
@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// The API's routes; merged into the app router in `startup.rs`.
 pub fn routes() -> Router<AppState> {
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/backend/shutdown", post(shutdown))
         .route("/backend/load", post(load))
         .route("/v1/backend/load", post(load))
+        .route("/healthz", get(healthz))
         .route("/system", get(system))
         .route("/version", get(version))
         .route("/api/backends", get(backends))
@@ -50,11 +52,17 @@ pub struct ModelRequest {
     pub return_to: Option<String>,
 }
 
-/// Fields as found, before validation.
-#[derive(Default)]
-struct RawFields {
+/// The fields of a model request as found in the query, a JSON body or a form, before
+/// validation; also the documented shape of those three.
+#[derive(Default, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawFields {
+    /// The model's name, as configured.
     model: Option<String>,
+    /// Shutdown only: stop even if the backend stays BUSY (default false).
     force: Option<bool>,
+    /// Panel forms only: the panel page (`/` or `/models/<name>`) to go back to with a notice,
+    /// instead of a JSON answer.
     return_to: Option<String>,
 }
 
@@ -214,15 +222,58 @@ fn parse_pairs(input: &[u8], what: &str) -> Result<RawFields, ApiError> {
 }
 
 /// LocalAI's monitor answer: the backend's own status, or OS metrics when it gave none.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-enum MonitorResponse {
+pub enum MonitorResponse {
+    /// The backend's answer to gRPC `Status`.
     Status {
+        /// 0 uninitialized, 1 busy, 2 ready, -1 error.
         state: i32,
+        /// Memory as the backend reports it, when it does.
         #[serde(skip_serializing_if = "Option::is_none")]
         memory: Option<MemoryUsage>,
     },
+    /// The process's OS metrics, when `Status` gave no answer (LocalAI's fallback).
     Process(ProcessMetrics),
+}
+
+/// A plain answer: `{"message": "model stopped"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Message {
+    /// What happened.
+    pub message: String,
+}
+
+/// LocalAI's `/system` answer.
+#[derive(Serialize, ToSchema)]
+pub struct SystemInfo {
+    /// The backend labels configured.
+    pub backends: Vec<String>,
+    /// The models running now.
+    pub loaded_models: Vec<LoadedModel>,
+}
+
+/// A running model in `/system`.
+#[derive(Serialize, ToSchema)]
+pub struct LoadedModel {
+    /// The model name.
+    pub id: String,
+    /// Its backend label.
+    pub backend: String,
+}
+
+/// `/version`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    /// backend-monitor's version.
+    pub version: String,
+}
+
+/// `/healthz`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    pub status: String,
 }
 
 impl From<Reading> for MonitorResponse {
@@ -237,7 +288,27 @@ impl From<Reading> for MonitorResponse {
     }
 }
 
-async fn monitor(
+/// A model's state and memory (LocalAI's monitor)
+///
+/// The backend's `Status` answer when it gives one; otherwise its process's OS metrics
+/// (LocalAI's fallback body). Also at `/v1/backend/monitor`. GET and POST alike; the model comes
+/// from `?model=`, else from the body.
+#[utoipa::path(
+    method(get, post),
+    path = "/backend/monitor",
+    tag = "LocalAI",
+    params(RawFields),
+    request_body(description = "The model, as JSON or form fields (or use the query)", content(
+        (RawFields = "application/json"),
+        (RawFields = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The backend's Status, or its process metrics", body = MonitorResponse),
+        (status = 400, description = "No model named, or a malformed body", body = ErrorEnvelope),
+        (status = 500, description = "Unknown or stopped model (`model_not_found`, `model_not_loaded`), or neither Status nor the process answered (`backend_error`)", body = ErrorEnvelope),
+    ),
+)]
+pub(crate) async fn monitor(
     State(registry): State<Arc<Registry>>,
     request: ModelRequest,
 ) -> Result<Json<MonitorResponse>, ApiError> {
@@ -245,7 +316,31 @@ async fn monitor(
     Ok(Json(reading.into()))
 }
 
-async fn shutdown(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
+/// Stops a model (LocalAI's shutdown)
+///
+/// Waits while the backend is BUSY (up to `busy_wait`, unless `force`), calls `Free`, then ends a
+/// managed backend's process tree. Also at `/v1/backend/shutdown`.
+#[utoipa::path(
+    post,
+    path = "/backend/shutdown",
+    tag = "LocalAI",
+    params(RawFields),
+    request_body(description = "The model, as JSON or form fields (or use the query)", content(
+        (RawFields = "application/json"),
+        (RawFields = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Stopped", body = Message),
+        (status = 303, description = "Panel forms (`return_to`): back to the page, with a notice"),
+        (status = 400, description = "No model named, or a malformed body", body = ErrorEnvelope),
+        (status = 409, description = "A start was cancelled by this shutdown", body = ErrorEnvelope),
+        (status = 500, description = "Unknown or stopped model, a backend that stayed busy (`backend_busy`), or a failed stop", body = ErrorEnvelope),
+    ),
+)]
+pub(crate) async fn shutdown(
+    State(registry): State<Arc<Registry>>,
+    request: ModelRequest,
+) -> Response {
     let result = registry
         .shutdown(&request.model, request.force)
         .await
@@ -253,7 +348,28 @@ async fn shutdown(State(registry): State<Arc<Registry>>, request: ModelRequest) 
     respond(request, result)
 }
 
-async fn load(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
+/// Starts a model
+///
+/// Starts a stopped or failed managed backend (re-attaches an external one after a health
+/// check) and answers once it is ready; joins a start in progress. Also at `/v1/backend/load`.
+#[utoipa::path(
+    post,
+    path = "/backend/load",
+    tag = "backends",
+    params(RawFields),
+    request_body(description = "The model, as JSON or form fields (or use the query)", content(
+        (RawFields = "application/json"),
+        (RawFields = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Started, or already running", body = Message),
+        (status = 303, description = "Panel forms (`return_to`): back to the page, with a notice"),
+        (status = 400, description = "No model named, or a malformed body", body = ErrorEnvelope),
+        (status = 409, description = "A shutdown cancelled the start", body = ErrorEnvelope),
+        (status = 500, description = "Unknown model, or the start failed (`backend_error`)", body = ErrorEnvelope),
+    ),
+)]
+pub(crate) async fn load(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
     let result = registry
         .start(&request.model)
         .await
@@ -285,24 +401,57 @@ async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no API endpoint at {}", uri.path()))
 }
 
-async fn system(State(registry): State<Arc<Registry>>) -> Json<Value> {
-    let loaded: Vec<Value> = registry
-        .loaded()
-        .into_iter()
-        .map(|(id, backend)| json!({ "id": id, "backend": backend }))
-        .collect();
-    Json(json!({ "backends": registry.backend_labels(), "loaded_models": loaded }))
+/// Backend labels and running models (LocalAI's shape)
+#[utoipa::path(get, path = "/system", tag = "LocalAI",
+    responses((status = 200, description = "Labels and running models", body = SystemInfo)))]
+pub(crate) async fn system(State(registry): State<Arc<Registry>>) -> Json<SystemInfo> {
+    Json(SystemInfo {
+        backends: registry.backend_labels(),
+        loaded_models: registry
+            .loaded()
+            .into_iter()
+            .map(|(id, backend)| LoadedModel { id, backend })
+            .collect(),
+    })
 }
 
-async fn version() -> Json<Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+/// backend-monitor's version
+#[utoipa::path(get, path = "/version", tag = "service",
+    responses((status = 200, description = "The version", body = Version)))]
+pub(crate) async fn version() -> Json<Version> {
+    Json(Version {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
 }
 
-async fn backends(State(registry): State<Arc<Registry>>) -> Json<PanelSnapshot> {
+/// Liveness for load balancers and service managers; open even when API keys are set
+#[utoipa::path(get, path = "/healthz", tag = "service", security(()),
+    responses((status = 200, description = "The server answers", body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_string(),
+    })
+}
+
+/// Every configured model and the host
+///
+/// Each model's lifecycle, latest observation (Status or process metrics, measured memory,
+/// generation), activity, restarts and idle countdown, from the registry's cache: never waits
+/// on a backend.
+#[utoipa::path(get, path = "/api/backends", tag = "backends",
+    responses((status = 200, description = "Every model, in configuration order, and the host", body = PanelSnapshot)))]
+pub(crate) async fn backends(State(registry): State<Arc<Registry>>) -> Json<PanelSnapshot> {
     Json(registry.snapshot())
 }
 
-async fn backend_detail(
+/// One model, with its history and log lines
+#[utoipa::path(get, path = "/api/backends/{name}", tag = "backends",
+    params(("name" = String, Path, description = "The model name")),
+    responses(
+        (status = 200, description = "The model's summary, its last 10 minutes of history and its last 500 log lines", body = ModelDetail),
+        (status = 404, description = "No such model", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn backend_detail(
     State(registry): State<Arc<Registry>>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelDetail>, ApiError> {
@@ -317,15 +466,25 @@ fn not_configured(name: &str) -> ApiError {
 }
 
 /// `?since=<cursor>` of the logs endpoint.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// Only lines after this cursor (a line's `seq`; the last answer's `next`); 0 for all.
     #[serde(default)]
     since: u64,
 }
 
-/// A model's log lines after `?since=` (all kept lines without it), so pollers fetch only new
-/// lines.
-async fn backend_logs(
+/// A model's log lines after a cursor
+///
+/// All kept lines without `since`; poll with the answer's `next` to get only new lines.
+#[utoipa::path(get, path = "/api/backends/{name}/logs", tag = "backends",
+    params(("name" = String, Path, description = "The model name"), LogsQuery),
+    responses(
+        (status = 200, description = "Lines after the cursor", body = LogPage),
+        (status = 400, description = "A `since` that is not a number", body = ErrorEnvelope),
+        (status = 404, description = "No such model", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn backend_logs(
     State(registry): State<Arc<Registry>>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,

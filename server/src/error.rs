@@ -5,7 +5,29 @@ use crate::registry::RegistryError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error answer (LocalAI's envelope).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorEnvelope`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status code, repeated.
+    pub code: u16,
+    /// What was wrong, in words.
+    pub message: String,
+    /// A stable word for scripts: `invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `timeout`, `not_found`, `model_not_found`, `model_not_loaded`,
+    /// `backend_busy`, `backend_error`, `start_cancelled`, `unavailable`, `internal_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
 
 /// Every error the HTTP API can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +105,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(%status, "{message}");
         }
-        let body = json!({
-            "error": { "code": status.as_u16(), "message": message, "type": kind }
-        });
+        let body = ErrorEnvelope {
+            error: ErrorDetail {
+                code: status.as_u16(),
+                message,
+                kind,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if challenge {
             response.headers_mut().insert(

@@ -416,8 +416,13 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
 }
 
-/// Answers a scrape from the registry's cached observations.
-async fn scrape(State(registry): State<Arc<Registry>>) -> Result<Response, ApiError> {
+/// Prometheus metrics
+///
+/// Text exposition format 0.0.4, from the registry's cached observations (a scrape never waits
+/// on a backend). Read keys may scrape.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "The exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
+pub(crate) async fn scrape(State(registry): State<Arc<Registry>>) -> Result<Response, ApiError> {
     let text = registry.metrics()?;
     Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response())
 }

@@ -7,14 +7,14 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::headers;
 use crate::metrics;
+use crate::openapi;
 use crate::registry::Registry;
 use app::directory::SharedDirectory;
 use app::{App, shell};
 use axum::body::Body;
 use axum::extract::FromRef;
 use axum::http::{Request, Response};
-use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Router, middleware};
 use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -144,7 +144,7 @@ fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(access::routes())
         .merge(metrics::routes())
-        .route("/healthz", get(healthz))
+        .merge(openapi::routes())
         .leptos_routes_with_context(&state, routes, context.clone(), move || {
             shell(options.clone())
         })
@@ -176,11 +176,6 @@ fn router(state: AppState) -> Router {
                 }),
         )
         .with_state(state)
-}
-
-/// Liveness for load balancers and service managers: open even when API keys are set.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

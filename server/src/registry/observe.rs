@@ -9,7 +9,8 @@ use crate::grpc::CallError;
 use crate::metrics::Metrics;
 use crate::process::ProcessSampler;
 use app::snapshot::{
-    Activity, BackendState, Generation, HistoryPoint, Lifecycle, Observation, StatusFailure, StatusFailureKind,
+    Activity, BackendState, Generation, HistoryPoint, Lifecycle, Observation, StatusFailure,
+    StatusFailureKind,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

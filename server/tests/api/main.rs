@@ -8,6 +8,7 @@ mod cli;
 mod lifecycle;
 mod metrics;
 mod monitor;
+mod openapi;
 mod ownership;
 mod security;
 mod supervision;

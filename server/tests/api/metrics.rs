@@ -300,8 +300,15 @@ async fn generation_from_get_metrics_is_shown_where_implemented_and_not_asked_ag
 
     // UNIMPLEMENTED is "not reported": no field, no series, and not asked again in this run.
     let start = Instant::now();
-    while scripted.status_calls.load(std::sync::atomic::Ordering::SeqCst) < 4 {
-        assert!(start.elapsed() < LIMIT, "the observer stopped calling Status");
+    while scripted
+        .status_calls
+        .load(std::sync::atomic::Ordering::SeqCst)
+        < 4
+    {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the observer stopped calling Status"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
@@ -327,7 +334,9 @@ async fn generation_from_get_metrics_is_shown_where_implemented_and_not_asked_ag
     // LocalAI's /backend/monitor keeps its shape.
     let monitor: Value = app.monitor("fast").await.json().await.expect("json");
     assert_eq!(
-        monitor.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        monitor
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
         Some(vec!["memory".to_string(), "state".to_string()])
     );
     app.stop().await;
