@@ -191,6 +191,71 @@ pub struct ProcessMetrics {
     pub memory_percent: f32,
     /// CPU use over the last sampling window, in percent of one core.
     pub cpu_percent: f64,
+    /// GPU memory held by the backend's processes, per GPU (only with an NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_memory: Vec<GpuMemory>,
+}
+
+/// GPU memory held on one GPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct GpuMemory {
+    /// The GPU's index (as `nvidia-smi` numbers them).
+    pub index: u32,
+    /// The GPU's name.
+    pub name: String,
+    /// Bytes held.
+    pub used: u64,
+}
+
+/// One process of a backend's tree, as the OS measures it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ProcessMemory {
+    /// Process id.
+    pub pid: u32,
+    /// Its command name (`/proc/<pid>/comm`).
+    pub name: String,
+    /// Resident memory, in bytes.
+    pub rss: u64,
+    /// GPU memory it holds on every GPU together, in bytes (only with an NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<u64>,
+}
+
+/// Memory measured by the OS (and NVML) for a backend's whole process tree: the backend and
+/// its workers, including ones its supervisor adopted. Measured whatever `Status` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct MeasuredMemory {
+    /// Resident memory of all the processes, in bytes.
+    pub rss: u64,
+    /// The processes: the backend first, then its workers by pid.
+    pub processes: Vec<ProcessMemory>,
+    /// GPU memory the processes hold, per GPU (only with an NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_memory: Vec<GpuMemory>,
+}
+
+impl MeasuredMemory {
+    /// GPU memory on every GPU together, in bytes.
+    pub fn gpu_total(&self) -> u64 {
+        self.gpu_memory.iter().map(|g| g.used).sum()
+    }
+}
+
+/// One GPU of the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct GpuStats {
+    /// The GPU's index (as `nvidia-smi` numbers them).
+    pub index: u32,
+    /// The GPU's name.
+    pub name: String,
+    /// Memory in use by every process, in bytes.
+    pub memory_used: u64,
+    /// Memory installed, in bytes.
+    pub memory_total: u64,
 }
 
 /// One look at a backend: what `Status` said (or why it failed) and the OS's view of its process.
@@ -211,15 +276,34 @@ pub struct Observation {
     /// Generation metrics from `GetMetrics`, when the backend implements it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<Generation>,
+    /// Memory of the backend's whole process tree, measured, whenever its pid is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<MeasuredMemory>,
 }
 
 impl Observation {
-    /// Memory in use: what the backend reported, else the process RSS.
+    /// Memory in use: measured for the process tree when a pid is known, else what the backend
+    /// reported, else the RSS of its process.
     pub fn memory_bytes(&self) -> Option<u64> {
-        self.status
+        self.measured
             .as_ref()
-            .and_then(|s| s.memory.as_ref().map(|m| m.total))
+            .map(|m| m.rss)
+            .or_else(|| self.reported().map(|m| m.total))
             .or_else(|| self.process.as_ref().map(|p| p.memory_info.rss))
+    }
+
+    /// The memory the backend reported through `Status`.
+    pub fn reported(&self) -> Option<&MemoryUsage> {
+        self.status.as_ref()?.memory.as_ref()
+    }
+
+    /// Whether the reported total is more than twice the measured RSS: then it is most likely
+    /// the virtual size (as LocalAI's Go backends report), not memory the model holds.
+    pub fn reported_looks_virtual(&self) -> bool {
+        match (self.reported(), &self.measured) {
+            (Some(reported), Some(measured)) => reported.total > measured.rss.saturating_mul(2),
+            _ => false,
+        }
     }
 }
 
@@ -373,6 +457,9 @@ pub struct HostStats {
     pub load: [f64; 3],
     /// Resident memory of the running backends' processes (measured), in bytes.
     pub backends_memory: u64,
+    /// The NVIDIA GPUs (only with a driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuStats>,
 }
 
 /// The whole panel at one instant.
@@ -416,7 +503,7 @@ impl PanelSnapshot {
 pub struct HistoryPoint {
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
-    /// Memory in use (backend-reported total, else RSS).
+    /// Memory in use (measured RSS of the process tree, else the backend-reported total).
     pub memory_bytes: Option<u64>,
     /// CPU use of the process, in percent of one core.
     pub cpu_percent: Option<f64>,

@@ -10,7 +10,7 @@
 //! Every failure kind has its own exit code ([`CliError::exit_code`]), documented in the README.
 
 use app::format;
-use app::snapshot::{BackendSummary, Lifecycle, PanelSnapshot};
+use app::snapshot::{BackendSummary, Lifecycle, MeasuredMemory, PanelSnapshot};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -568,7 +568,8 @@ fn shorten(text: &str, limit: usize) -> String {
     format!("{cut}…")
 }
 
-/// The `ps` table: NAME, LIFECYCLE, STATE, MEMORY, CPU, PID, UPTIME, IDLE-LEFT (time until idle
+/// The `ps` table: NAME, LIFECYCLE, STATE, MEMORY (measured for the process tree when the pid is
+/// known), VRAM (with an NVIDIA driver), CPU, PID, UPTIME, IDLE-LEFT (time until idle
 /// auto-stop), one row per model, `-` for
 /// what is unknown. With `colour`, the lifecycle is coloured (ANSI); without, the text is plain.
 pub fn render_table(snapshot: &PanelSnapshot, colour: bool) -> String {
@@ -577,6 +578,7 @@ pub fn render_table(snapshot: &PanelSnapshot, colour: bool) -> String {
         "LIFECYCLE",
         "STATE",
         "MEMORY",
+        "VRAM",
         "CPU",
         "PID",
         "UPTIME",
@@ -600,7 +602,7 @@ pub fn render_table(snapshot: &PanelSnapshot, colour: bool) -> String {
                 }
                 _ => text.push_str(&padded),
             }
-            text.push_str("   ");
+            text.push_str("  ");
         }
         out.push_str(text.trim_end());
         out.push('\n');
@@ -623,7 +625,7 @@ fn ansi_colour(lifecycle: Lifecycle) -> &'static str {
 }
 
 /// Columns of the `ps` table.
-const COLUMNS: usize = 8;
+const COLUMNS: usize = 9;
 
 fn row(backend: &BackendSummary) -> [String; COLUMNS] {
     let observation = backend.observation.as_ref();
@@ -636,6 +638,10 @@ fn row(backend: &BackendSummary) -> [String; COLUMNS] {
     let cpu = observation
         .and_then(|o| o.process.as_ref())
         .map(|p| format!("{:.1}%", p.cpu_percent));
+    let vram = observation
+        .and_then(|o| o.measured.as_ref())
+        .map(MeasuredMemory::gpu_total)
+        .filter(|&bytes| bytes > 0);
     let unknown = || "-".to_string();
     [
         shorten(&backend.name, MAX_NAME_WIDTH),
@@ -645,6 +651,7 @@ fn row(backend: &BackendSummary) -> [String; COLUMNS] {
             .memory_bytes()
             .map(format::bytes)
             .unwrap_or_else(unknown),
+        vram.map(format::bytes).unwrap_or_else(unknown),
         cpu.unwrap_or_else(unknown),
         backend.pid.map(|p| p.to_string()).unwrap_or_else(unknown),
         backend
@@ -662,7 +669,7 @@ fn row(backend: &BackendSummary) -> [String; COLUMNS] {
 mod tests {
     use super::*;
     use app::snapshot::{
-        BackendKind, BackendState, BackendStatus, MemoryInfo, MemoryUsage, Observation,
+        BackendKind, BackendState, BackendStatus, GpuMemory, MemoryInfo, MemoryUsage, Observation,
         ProcessMetrics, StatusFailure, StatusFailureKind,
     };
 
@@ -692,12 +699,24 @@ mod tests {
             Some(BackendStatus {
                 state: BackendState::Ready,
                 memory: Some(MemoryUsage {
-                    total: 138_412_032,
+                    total: 140_000_000,
                     breakdown: Default::default(),
                 }),
             }),
             None,
         ));
+        // Measured memory wins over the reported total.
+        if let Some(o) = chat.observation.as_mut() {
+            o.measured = Some(MeasuredMemory {
+                rss: 138_412_032,
+                gpu_memory: vec![GpuMemory {
+                    index: 0,
+                    name: "NVIDIA H100".into(),
+                    used: 2 * 1024 * 1024 * 1024,
+                }],
+                ..MeasuredMemory::default()
+            });
+        }
         let mut legacy = summary("demo-legacy", Lifecycle::Running);
         legacy.pid = Some(4343);
         legacy.uptime_secs = Some(2 * 86_400 + 5 * 3600 + 7);
@@ -710,6 +729,7 @@ mod tests {
                 },
                 memory_percent: 4.0,
                 cpu_percent: 12.34,
+                gpu_memory: Vec::new(),
             }),
         ));
         PanelSnapshot {
@@ -744,6 +764,7 @@ mod tests {
                 "LIFECYCLE",
                 "STATE",
                 "MEMORY",
+                "VRAM",
                 "CPU",
                 "PID",
                 "UPTIME",
@@ -758,6 +779,8 @@ mod tests {
                 "Ready",
                 "132.0",
                 "MiB",
+                "2.0",
+                "GiB",
                 "-",
                 "4242",
                 "5m",
@@ -775,6 +798,7 @@ mod tests {
                 "unimplemented",
                 "1.5",
                 "GiB",
+                "-",
                 "12.3%",
                 "4343",
                 "2d",
@@ -783,7 +807,7 @@ mod tests {
             ]
         );
         assert!(lines[3].contains(" stopped "), "{table}");
-        assert_eq!(words(lines[3])[2..], ["-", "-", "-", "-", "-", "-"]);
+        assert_eq!(words(lines[3])[2..], ["-", "-", "-", "-", "-", "-", "-"]);
         assert!(!table.contains('\x1b'), "no colour when asked for none");
     }
 

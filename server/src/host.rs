@@ -72,5 +72,6 @@ fn sample(system: &System) -> HostStats {
         cpus: system.cpus().len(),
         load,
         backends_memory: 0,
+        gpus: Vec::new(),
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod gpu;
 pub mod grpc;
 pub mod headers;
 pub mod host;

@@ -430,7 +430,7 @@ mod tests {
         );
         assert_eq!(
             type_html(&json!({"type": "string", "enum": ["stdout", "stderr"]})),
-            r#"one of <code>"stdout"</code>, <code>"stderr"</code>"#
+            "one of <code>&quot;stdout&quot;</code>, <code>&quot;stderr&quot;</code>"
         );
     }
 

@@ -3,17 +3,19 @@
 //!
 //! Everything comes from `/proc`, so the numbers are exactly what the OS reports. Memory
 //! counters are read from `/proc/<pid>/status` at each request. CPU use needs two readings, so a
-//! background task reads `/proc/<pid>/stat` (user + system time) of the tracked processes every
-//! second and serves the use over the last interval, in percent of one core (not the lifetime
-//! average). Linux only: elsewhere no process has metrics.
+//! background task scans `/proc/*/stat` once a second while anything is tracked and serves each
+//! tracked process's use over the last interval, in percent of one core (not the lifetime
+//! average), and the resident memory of its whole tree (with GPU memory from NVML when a driver
+//! is present). Linux only: elsewhere no process has metrics.
 
-use app::snapshot::{MemoryInfo, ProcessMetrics};
+use crate::gpu::{GpuSample, Gpus};
+use app::snapshot::{GpuMemory, GpuStats, MeasuredMemory, MemoryInfo, ProcessMemory, ProcessMetrics};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How often CPU use is sampled.
-const CPU_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+/// How often tracked processes (CPU use, tree memory) and GPUs are sampled.
+const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
 /// A process named by pid **and** start time, so a recycled pid is never mistaken for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,6 +67,8 @@ pub struct Stat {
     pub cpu_ticks: u64,
     /// Start time in clock ticks after boot (field 22).
     pub start_time: u64,
+    /// Resident set size in pages (field 24).
+    pub rss_pages: u64,
 }
 
 /// Reads `/proc/<pid>/stat`; `None` when the process does not exist.
@@ -82,36 +86,117 @@ fn parse_stat(stat: &str) -> Option<Stat> {
         ppid: u32::try_from(field(4)?).ok()?,
         cpu_ticks: field(14)? + field(15)?,
         start_time: field(22)?,
+        rss_pages: field(24)?,
     })
+}
+
+/// Every process's `stat`, from one scan of `/proc`.
+struct ProcessTable {
+    stats: HashMap<u32, Stat>,
+}
+
+impl ProcessTable {
+    fn scan() -> Self {
+        let mut stats = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if let Some(stat) = read_stat(pid) {
+                    stats.insert(pid, stat);
+                }
+            }
+        }
+        Self { stats }
+    }
+
+    /// Every descendant of `root` (children, their children…).
+    fn descendants(&self, root: u32) -> Vec<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (&pid, stat) in &self.stats {
+            children.entry(stat.ppid).or_default().push(pid);
+        }
+        let mut found = Vec::new();
+        let mut queue = vec![root];
+        while let Some(parent) = queue.pop() {
+            for &child in children.get(&parent).map(Vec::as_slice).unwrap_or_default() {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+        found
+    }
+
+    /// The memory of `process` and of every descendant of `root` (but `root` itself, unless
+    /// it is `process`), with the GPU memory each holds.
+    fn tree(
+        &self,
+        process: ProcessId,
+        root: u32,
+        page_size: u64,
+        gpus: Option<&GpuSample>,
+    ) -> Option<MeasuredMemory> {
+        let stat = self.stats.get(&process.pid)?;
+        if stat.start_time != process.start_time {
+            return None;
+        }
+        let mut members: Vec<u32> = self
+            .descendants(root)
+            .into_iter()
+            .filter(|&pid| pid != process.pid)
+            .collect();
+        members.sort_unstable();
+        members.insert(0, process.pid);
+        let mut measured = MeasuredMemory::default();
+        let mut gpu_use: Vec<GpuMemory> = Vec::new();
+        for pid in members {
+            let Some(stat) = self.stats.get(&pid) else {
+                continue;
+            };
+            let rss = stat.rss_pages * page_size;
+            let held = gpus.and_then(|g| g.by_pid.get(&pid));
+            for &(index, used) in held.into_iter().flatten() {
+                match gpu_use.iter_mut().find(|g| g.index == index) {
+                    Some(gpu) => gpu.used += used,
+                    None => gpu_use.push(GpuMemory {
+                        index,
+                        name: gpus
+                            .and_then(|g| g.devices.iter().find(|d| d.index == index))
+                            .map(|d| d.name.clone())
+                            .unwrap_or_default(),
+                        used,
+                    }),
+                }
+            }
+            measured.rss += rss;
+            measured.processes.push(ProcessMemory {
+                pid,
+                name: read_name(pid),
+                rss,
+                gpu_memory: held.map(|h| h.iter().map(|&(_, used)| used).sum()),
+            });
+        }
+        gpu_use.sort_by_key(|g| g.index);
+        measured.gpu_memory = gpu_use;
+        Some(measured)
+    }
 }
 
 /// Every descendant of `root` (children, their children…), from a scan of `/proc`.
 pub fn descendants(root: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = read_stat(pid) {
-            children.entry(stat.ppid).or_default().push(pid);
-        }
-    }
-    let mut found = Vec::new();
-    let mut queue = vec![root];
-    while let Some(parent) = queue.pop() {
-        for &child in children.get(&parent).map(Vec::as_slice).unwrap_or_default() {
-            found.push(child);
-            queue.push(child);
-        }
-    }
-    found
+    ProcessTable::scan().descendants(root)
+}
+
+/// A process's command name (`/proc/<pid>/comm`), empty when it is gone.
+fn read_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|name| name.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 /// One reading of a process's CPU time.
@@ -121,61 +206,101 @@ struct CpuReading {
     at: Instant,
 }
 
-#[derive(Default)]
-struct SamplerState {
-    /// Tracked processes, with how many owners track each.
-    tracked: HashMap<ProcessId, usize>,
-    last: HashMap<ProcessId, CpuReading>,
-    cpu_percent: HashMap<ProcessId, f64>,
+/// A tracked backend process.
+struct Tracked {
+    /// How many owners track it.
+    owners: usize,
+    /// Whose descendants belong to its tree (see [`ProcessSampler::track`]).
+    root: u32,
 }
 
-/// Samples CPU use of tracked processes and reads their memory on demand.
+#[derive(Default)]
+struct SamplerState {
+    tracked: HashMap<ProcessId, Tracked>,
+    last: HashMap<ProcessId, CpuReading>,
+    cpu_percent: HashMap<ProcessId, f64>,
+    trees: HashMap<ProcessId, MeasuredMemory>,
+    gpus: Option<GpuSample>,
+}
+
+/// Samples the tracked backends every second, with one scan of `/proc` for all of them: CPU
+/// use, and the memory (and GPU memory) of each one's process tree. Reads a process's memory
+/// counters on demand.
 #[derive(Clone)]
 pub struct ProcessSampler {
     state: Arc<Mutex<SamplerState>>,
     total_memory: u64,
-    ticks_per_second: f64,
 }
 
 impl ProcessSampler {
-    /// Creates the sampler and starts its background task on the current tokio runtime.
-    pub fn start() -> Self {
+    /// Creates the sampler and starts its background task on the current tokio runtime;
+    /// `gpus` is probed once by the caller (NVML, when a driver is present).
+    pub fn start(gpus: Gpus) -> Self {
         let sampler = Self {
             state: Arc::new(Mutex::new(SamplerState::default())),
             total_memory: read_total_memory().unwrap_or(0),
-            ticks_per_second: clock_ticks_per_second(),
         };
         let state = Arc::downgrade(&sampler.state);
-        let ticks_per_second = sampler.ticks_per_second;
+        let gpus = Arc::new(gpus);
+        let clock = Clock {
+            ticks_per_second: clock_ticks_per_second(),
+            page_size: u64::try_from(rustix::param::page_size()).unwrap_or(4096),
+        };
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(CPU_SAMPLE_PERIOD);
+            let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 let Some(state) = state.upgrade() else { break };
-                sample_cpu(&state, ticks_per_second);
+                let gpus = Arc::clone(&gpus);
+                // /proc and NVML are read on a blocking thread, off the request path.
+                let sampled = tokio::task::spawn_blocking(move || sample(&state, &gpus, clock));
+                if sampled.await.is_err() {
+                    tracing::warn!("process sampling failed");
+                }
             }
         });
         sampler
     }
 
     /// Starts sampling `process` (once per call; [`ProcessSampler::untrack`] undoes one call).
-    pub fn track(&self, process: ProcessId) {
-        *self.lock().tracked.entry(process).or_default() += 1;
+    /// Its tree is `process` and every descendant of `root`, except `root` itself when it is
+    /// another process: a managed backend's shim, which adopts the backend's orphans.
+    pub fn track(&self, process: ProcessId, root: u32) {
+        self.lock()
+            .tracked
+            .entry(process)
+            .or_insert(Tracked { owners: 0, root })
+            .owners += 1;
     }
 
     /// Stops sampling `process` and forgets its numbers once nobody tracks it.
     pub fn untrack(&self, process: ProcessId) {
         let mut state = self.lock();
-        if let Some(count) = state.tracked.get_mut(&process) {
-            *count -= 1;
-            if *count > 0 {
+        if let Some(tracked) = state.tracked.get_mut(&process) {
+            tracked.owners -= 1;
+            if tracked.owners > 0 {
                 return;
             }
         }
         state.tracked.remove(&process);
         state.last.remove(&process);
         state.cpu_percent.remove(&process);
+        state.trees.remove(&process);
+    }
+
+    /// The latest measurement of `process`'s tree (sampled every second while it is tracked).
+    pub fn tree(&self, process: ProcessId) -> Option<MeasuredMemory> {
+        self.lock().trees.get(&process).cloned()
+    }
+
+    /// The GPUs as last sampled; empty without a driver.
+    pub fn gpus(&self) -> Vec<GpuStats> {
+        self.lock()
+            .gpus
+            .as_ref()
+            .map(|g| g.devices.clone())
+            .unwrap_or_default()
     }
 
     /// Current metrics of `process`; fails when its pid is gone or belongs to another process.
@@ -194,10 +319,15 @@ impl ProcessSampler {
         } else {
             (memory_info.rss as f64 * 100.0 / self.total_memory as f64) as f32
         };
+        let gpu_memory = self
+            .tree(process)
+            .map(|tree| tree.gpu_memory)
+            .unwrap_or_default();
         Ok(ProcessMetrics {
             memory_info,
             memory_percent,
             cpu_percent,
+            gpu_memory,
         })
     }
 
@@ -206,24 +336,67 @@ impl ProcessSampler {
     }
 }
 
-fn sample_cpu(state: &Mutex<SamplerState>, ticks_per_second: f64) {
+/// The units of `/proc`'s numbers.
+#[derive(Clone, Copy)]
+struct Clock {
+    ticks_per_second: f64,
+    page_size: u64,
+}
+
+/// One sampling round: the GPUs always (for the host view), and with anything tracked, one
+/// scan of `/proc` for every tracked process's CPU use and tree.
+fn sample(state: &Mutex<SamplerState>, gpus: &Gpus, clock: Clock) {
+    let gpu_sample = gpus.sample();
+    let tracked: Vec<(ProcessId, u32)> = {
+        let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.tracked.iter().map(|(p, t)| (*p, t.root)).collect()
+    };
+    let table = if tracked.is_empty() {
+        ProcessTable {
+            stats: HashMap::new(),
+        }
+    } else {
+        ProcessTable::scan()
+    };
+    let trees: Vec<(ProcessId, Option<MeasuredMemory>)> = tracked
+        .iter()
+        .map(|&(process, root)| {
+            let tree = table.tree(process, root, clock.page_size, gpu_sample.as_ref());
+            (process, tree)
+        })
+        .collect();
+    let now = Instant::now();
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-    let processes: Vec<ProcessId> = state.tracked.keys().copied().collect();
-    for process in processes {
-        let Ok(stat) = process.check() else {
-            state.last.remove(&process);
-            state.cpu_percent.remove(&process);
+    state.gpus = gpu_sample;
+    for (process, tree) in trees {
+        // Untracked while this round ran: keep nothing of it.
+        if !state.tracked.contains_key(&process) {
             continue;
-        };
-        let now = CpuReading {
-            ticks: stat.cpu_ticks,
-            at: Instant::now(),
-        };
-        if let Some(before) = state.last.insert(process, now) {
-            let seconds = now.at.duration_since(before.at).as_secs_f64();
-            if seconds > 0.0 {
-                let busy = now.ticks.saturating_sub(before.ticks) as f64 / ticks_per_second;
-                state.cpu_percent.insert(process, busy / seconds * 100.0);
+        }
+        let stat = table
+            .stats
+            .get(&process.pid)
+            .filter(|s| s.start_time == process.start_time);
+        match (stat, tree) {
+            (Some(stat), Some(tree)) => {
+                let reading = CpuReading {
+                    ticks: stat.cpu_ticks,
+                    at: now,
+                };
+                if let Some(before) = state.last.insert(process, reading) {
+                    let seconds = now.duration_since(before.at).as_secs_f64();
+                    if seconds > 0.0 {
+                        let busy = reading.ticks.saturating_sub(before.ticks) as f64
+                            / clock.ticks_per_second;
+                        state.cpu_percent.insert(process, busy / seconds * 100.0);
+                    }
+                }
+                state.trees.insert(process, tree);
+            }
+            _ => {
+                state.last.remove(&process);
+                state.cpu_percent.remove(&process);
+                state.trees.remove(&process);
             }
         }
     }
@@ -305,13 +478,15 @@ mod tests {
 
     #[test]
     fn stat_fields_are_read_after_the_command_name() {
-        let stat = "42 (a b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 1 0 5123 0 0";
+        let stat =
+            "42 (a b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 1 0 5123 9999 77 0";
         assert_eq!(
             parse_stat(stat),
             Some(Stat {
                 ppid: 7,
                 cpu_ticks: 280,
-                start_time: 5123
+                start_time: 5123,
+                rss_pages: 77,
             })
         );
         assert_eq!(parse_stat("garbage"), None);

@@ -87,6 +87,7 @@ pub enum SpawnError {
 #[derive(Clone, Debug)]
 pub struct ManagedProcess {
     id: ProcessId,
+    shim_pid: u32,
     shim: Arc<Shim>,
 }
 
@@ -129,6 +130,12 @@ impl ManagedProcess {
     /// The backend's identity (pid and start time).
     pub fn id(&self) -> ProcessId {
         self.id
+    }
+
+    /// The pid of its shim, whose descendants (the backend, its workers and the orphans the
+    /// shim adopted) are the backend's process tree.
+    pub fn shim_pid(&self) -> u32 {
+        self.shim_pid
     }
 
     /// How it ended, if it has (and every descendant is gone).
@@ -271,6 +278,7 @@ pub async fn spawn(
     match read_report(report_read).await {
         Ok(shim::Report::Started { pid, start_time }) => Ok(ManagedProcess {
             id: ProcessId { pid, start_time },
+            shim_pid: shim_pid.as_raw_nonzero().get().unsigned_abs(),
             shim,
         }),
         // Dropping `shim` kills whatever may be left.

@@ -123,7 +123,7 @@ impl Registry {
     /// inside a tokio runtime.
     pub fn new(specs: Vec<ModelSpec>, settings: Settings, shim: PathBuf) -> Arc<Self> {
         let settings = Arc::new(settings);
-        let sampler = ProcessSampler::start();
+        let sampler = ProcessSampler::start(crate::gpu::Gpus::probe());
         let shim = Arc::new(shim);
         let metrics = Arc::new(Metrics::new(specs.iter().map(|s| s.name.as_str())));
         let models = specs
@@ -287,9 +287,10 @@ impl BackendDirectory for Registry {
             backends_memory: backends
                 .iter()
                 .filter(|b| b.lifecycle == Lifecycle::Running)
-                .filter_map(|b| b.observation.as_ref()?.process.as_ref())
-                .map(|p| p.memory_info.rss)
+                .filter_map(|b| b.observation.as_ref()?.measured.as_ref())
+                .map(|m| m.rss)
                 .sum(),
+            gpus: self.sampler.gpus(),
             ..host
         });
         PanelSnapshot {

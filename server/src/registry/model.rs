@@ -189,7 +189,7 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
             Ok(client) => {
                 let watched = pid.map(ProcessId::of);
                 if let Some(Ok(process)) = &watched {
-                    context.sampler.track(*process);
+                    context.sampler.track(*process, process.pid);
                 }
                 State::Running {
                     run: Run {
@@ -773,7 +773,11 @@ impl Owner {
             Err(cause) => return self.fail_start(cause, starters, automatic),
         };
         if let Some(Ok(process)) = &run.watched {
-            self.context.sampler.track(*process);
+            let root = run
+                .process
+                .as_ref()
+                .map_or(process.pid, ManagedProcess::shim_pid);
+            self.context.sampler.track(*process, root);
         }
         let settings = Arc::clone(&self.context.settings);
         let logs = Arc::clone(&self.context.logs);

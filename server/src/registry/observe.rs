@@ -203,13 +203,13 @@ async fn observe(
             None,
         ),
     };
-    let (process, process_error) = match &view.watched {
+    let (process, process_error, measured) = match &view.watched {
         Some(Ok(id)) => match sampler.metrics(*id) {
-            Ok(metrics) => (Some(metrics), None),
-            Err(e) => (None, Some(e.to_string())),
+            Ok(metrics) => (Some(metrics), None, sampler.tree(*id)),
+            Err(e) => (None, Some(e.to_string()), None),
         },
-        Some(Err(e)) => (None, Some(e.to_string())),
-        None => (None, None),
+        Some(Err(e)) => (None, Some(e.to_string()), None),
+        None => (None, None, None),
     };
     let (status, status_error) = match status {
         Ok(s) => (Some(s), None),
@@ -222,6 +222,7 @@ async fn observe(
         process,
         process_error,
         generation: generation.clone().and_then(Result::ok),
+        measured,
     };
     (observation, generation)
 }
