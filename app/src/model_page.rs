@@ -4,7 +4,7 @@ use crate::chart::{self, Chart};
 use crate::format;
 use crate::live;
 use crate::snapshot::{HistoryPoint, LOG_LINES_KEPT, LogStream, ModelDetail};
-use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo};
+use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo, ProcessTree};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
@@ -98,6 +98,8 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
             <article class="card">
                 <h2>"Process"</h2>
                 {move || view! { <ProcessInfo backend=summary.get() /> }}
+                {move || summary.with(|s| s.observation.as_ref().and_then(|o| o.measured.clone()))
+                    .map(|measured| view! { <ProcessTree measured /> }.into_any())}
             </article>
         </section>
         <section class="card">

@@ -165,6 +165,17 @@ fn HostCard(host: HostStats) -> impl IntoView {
                     format::bytes(host.backends_memory)
                 )}
             </span>
+            {host.gpus.into_iter().map(|gpu| view! {
+                <span class="caption" data-testid="host-gpu">
+                    {format!(
+                        "GPU {} {}: {} / {} used",
+                        gpu.index,
+                        gpu.name,
+                        format::bytes(gpu.memory_used),
+                        format::bytes(gpu.memory_total)
+                    )}
+                </span>
+            }).collect_view()}
             <span class="caption">
                 {format!(
                     "CPU {:.0} % of {} · load {one:.2} {five:.2} {fifteen:.2} · swap {} / {}",

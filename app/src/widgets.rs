@@ -3,8 +3,8 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{
-    Activity, BackendKind, BackendSummary, Generation, Lifecycle, MemoryUsage, Observation,
-    ProcessMetrics, StartPhase, StartProgress, StatusFailure, StatusFailureKind,
+    Activity, BackendKind, BackendSummary, Generation, Lifecycle, MeasuredMemory, MemoryUsage,
+    Observation, ProcessMetrics, StartPhase, StartProgress, StatusFailure, StatusFailureKind,
 };
 use leptos::prelude::*;
 
@@ -57,6 +57,7 @@ pub fn memory_parts(memory: &MemoryUsage) -> Vec<(String, u64)> {
 /// Memory as the backend reports it: total, a stacked bar and its legend.
 #[component]
 pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
+    let total = memory.total;
     let parts = memory_parts(&memory);
     let scale: u64 = parts.iter().map(|(_, v)| v).sum::<u64>().max(1);
     let description = parts
@@ -93,8 +94,11 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <div class="memory">
-            <span class="memory-total" data-bytes=memory.total.to_string()>{format::bytes(memory.total)}</span>
+        <div class="reported">
+            <span class="caption">
+                "reported by the backend: "
+                <span class="reported-total" data-bytes=total.to_string()>{format::bytes(total)}</span>
+            </span>
             <div class="bar" role="img" aria-label=format!("Memory breakdown: {description}")>{segments}</div>
             <ul class="legend">{legend}</ul>
         </div>
@@ -190,7 +194,9 @@ pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<StatusFailure>) ->
     }
 }
 
-/// The memory column: backend-reported memory, else process metrics, else why there is none.
+/// The memory column: the memory in use (measured for the process tree when the pid is known),
+/// its GPU memory, then what the backend reports (flagged when it looks like virtual size), or
+/// the process figures when it reports nothing, or why there is no data.
 #[component]
 pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
     if backend.lifecycle == Lifecycle::Failed {
@@ -204,11 +210,51 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
         };
         return view! { <span class="muted" data-testid="start-progress">{text}</span> }.into_any();
     };
+    let headline = observation.memory_bytes().map(|total| {
+        let source = match &observation.measured {
+            Some(m) if m.processes.len() > 1 => {
+                format!("measured, {} processes", m.processes.len())
+            }
+            Some(_) => "measured".to_string(),
+            None if observation.reported().is_some() => "reported".to_string(),
+            None => "RSS".to_string(),
+        };
+        let vram = observation
+            .measured
+            .as_ref()
+            .map(MeasuredMemory::gpu_total)
+            .filter(|&bytes| bytes > 0)
+            .map(|bytes| {
+                view! {
+                    <span class="vram" data-testid="vram" data-bytes=bytes.to_string()>
+                        {format!("{} VRAM", format::bytes(bytes))}
+                    </span>
+                }
+            });
+        view! {
+            <p class="memory-headline">
+                <span class="memory-total" data-bytes=total.to_string()>{format::bytes(total)}</span>
+                " "
+                <span class="memory-source">{source}</span>
+                {vram}
+            </p>
+        }
+    });
+    let looks_virtual = observation.reported_looks_virtual();
     let reason = observation.status_error;
-    match (observation.status, observation.process) {
+    let detail = match (observation.status, observation.process) {
         (Some(status), _) => match status.memory {
-            Some(memory) => view! { <MemoryBreakdown memory /> }.into_any(),
-            None => view! { <span class="muted">"no memory reported"</span> }.into_any(),
+            Some(memory) => {
+                let warning = looks_virtual.then(|| view! {
+                    <p class="warning" data-testid="reported-virtual">
+                        {format!("Reported total {} looks like virtual size, not memory in use", format::bytes(memory.total))}
+                    </p>
+                });
+                view! { {warning}<MemoryBreakdown memory /> }.into_any()
+            }
+            None => {
+                view! { <p class="muted caption">"the backend reports no memory"</p> }.into_any()
+            }
         },
         (None, Some(metrics)) => view! { <ProcessFigures metrics reason /> }.into_any(),
         (None, None) => {
@@ -221,6 +267,47 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
             view! { <span class="warning">{format!("No data: {}", why.join("; "))}</span> }
                 .into_any()
         }
+    };
+    view! { <div class="memory">{headline}{detail}</div> }.into_any()
+}
+
+/// The processes of a backend's tree with their memory (the model page).
+#[component]
+pub fn ProcessTree(measured: MeasuredMemory) -> impl IntoView {
+    let with_gpu = !measured.gpu_memory.is_empty();
+    let rows = measured
+        .processes
+        .into_iter()
+        .map(|p| {
+            view! {
+                <tr>
+                    <td>{p.pid}</td>
+                    <td>{p.name}</td>
+                    <td data-bytes=p.rss.to_string()>{format::bytes(p.rss)}</td>
+                    {with_gpu.then(|| view! { <td>{p.gpu_memory.map(format::bytes).unwrap_or_else(|| "—".into())}</td> })}
+                </tr>
+            }
+        })
+        .collect_view();
+    let gpus = measured
+        .gpu_memory
+        .into_iter()
+        .map(|g| view! { <li>{format!("GPU {} ({}): {}", g.index, g.name, format::bytes(g.used))}</li> })
+        .collect_view();
+    view! {
+        <table class="process-tree" data-testid="process-tree">
+            <caption>"Processes (measured)"</caption>
+            <thead>
+                <tr>
+                    <th scope="col">"pid"</th>
+                    <th scope="col">"command"</th>
+                    <th scope="col">"RSS"</th>
+                    {with_gpu.then(|| view! { <th scope="col">"VRAM"</th> })}
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+        <ul class="gpu-use">{gpus}</ul>
     }
 }
 

@@ -9,7 +9,9 @@
 //! is present). Linux only: elsewhere no process has metrics.
 
 use crate::gpu::{GpuSample, Gpus};
-use app::snapshot::{GpuMemory, GpuStats, MeasuredMemory, MemoryInfo, ProcessMemory, ProcessMetrics};
+use app::snapshot::{
+    GpuMemory, GpuStats, MeasuredMemory, MemoryInfo, ProcessMemory, ProcessMetrics,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
