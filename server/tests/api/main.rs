@@ -5,6 +5,7 @@ mod helpers;
 
 mod binary;
 mod cli;
+mod hardening;
 mod lifecycle;
 mod metrics;
 mod monitor;
