@@ -5,6 +5,7 @@ mod helpers;
 
 mod binary;
 mod cli;
+mod faults;
 mod hardening;
 mod lifecycle;
 mod metrics;
