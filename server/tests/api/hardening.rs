@@ -774,3 +774,101 @@ async fn a_thousand_concurrent_connections_all_succeed_and_memory_comes_back() {
         "RSS did not come back: idle {idle} B, after {after_first} B, bound {bound} B"
     );
 }
+
+// ---- The config loader, in-process ---------------------------------------------------------
+
+/// A valid configuration using most keys, for the edits below to break.
+const VALID_CONFIG: &str = r#"[settings]
+listen = "127.0.0.1:8080"
+status_timeout = "2s"
+health_attempts = 20
+allowed_hosts = ["gpu-box.lan"]
+max_body_bytes = 65536
+
+[[models]]
+name = "llama"
+command = ["/opt/run.sh", "--flag"]
+env = { CUDA_VISIBLE_DEVICES = "0" }
+model = "/models/llama.gguf"
+context_size = 8192
+options = ["a:1"]
+restart = "on-failure"
+idle_timeout = "15m"
+
+[[models]]
+name = "ext"
+address = "127.0.0.1:50051"
+pid = 4242
+"#;
+
+/// The valid configuration with a few random edits: bytes deleted, or text (TOML punctuation,
+/// keys, values of every type, any unicode) inserted or written over, at random places.
+fn edited_config() -> impl Strategy<Value = String> {
+    let fragment = prop_oneof![
+        Just("=".to_string()),
+        Just("[[models]]\n".to_string()),
+        Just("[settings]\n".to_string()),
+        Just("\"".to_string()),
+        Just("\nname = \"llama\"\n".to_string()),
+        Just("\ncommand = []\n".to_string()),
+        Just("\naddress = \"nowhere\"\n".to_string()),
+        Just("\nstatus_timeout = \"0s\"\n".to_string()),
+        Just("\nhealth_attempts = -1\n".to_string()),
+        Just("\npid = 99999999999\n".to_string()),
+        "[a-z_]{1,12} = (\"\\PC{0,8}\"|-?[0-9]{1,20}|true|\\[\\]|\\{\\})\n",
+        any::<String>(),
+    ];
+    let edit = (
+        any::<prop::sample::Index>(),
+        0..3usize,
+        fragment,
+        0..40usize,
+    );
+    prop::collection::vec(edit, 1..4).prop_map(|edits| {
+        let mut text = VALID_CONFIG.to_string();
+        for (at, how, fragment, len) in edits {
+            let mut at = at.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + len).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            match how {
+                0 => text.replace_range(at..end, ""),
+                1 => text.insert_str(at, &fragment),
+                _ => text.replace_range(at..end, &fragment),
+            }
+        }
+        text
+    })
+}
+
+#[test]
+fn the_config_loader_answers_any_text_with_a_config_or_an_error_naming_the_file() {
+    let path = std::path::Path::new("fuzzed.toml");
+    assert!(server::config::parse(VALID_CONFIG, path).is_ok());
+    check(
+        3000,
+        prop_oneof![4 => edited_config(), 1 => any::<String>()],
+        |text| {
+            match server::config::parse(&text, path) {
+                Ok((settings, models)) => {
+                    // What it accepts is usable: no empty or repeated names, no zero deadlines.
+                    prop_assert!(settings.validate().is_ok());
+                    let mut names = std::collections::HashSet::new();
+                    for model in &models {
+                        prop_assert!(!model.name.trim().is_empty(), "{:?}", model.name);
+                        prop_assert!(names.insert(model.name.clone()), "{:?}", model.name);
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    prop_assert!(message.contains("fuzzed.toml"), "{}", message);
+                }
+            }
+            Ok(())
+        },
+    );
+}
