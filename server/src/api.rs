@@ -82,42 +82,53 @@ impl<S: Send + Sync> FromRequest<S> for ModelRequest {
                 ApiError::BadRequest(format!("cannot read request body: {e}"))
             }
         })?;
-        let from_query = match &query {
-            Some(q) => parse_pairs(q.as_bytes(), "query string")?,
-            None => RawFields::default(),
-        };
-        let fields = if from_query.model.is_some() {
-            from_query
-        } else if body.iter().all(u8::is_ascii_whitespace) {
-            RawFields::default()
-        } else {
-            parse_body(content_type.as_deref(), &body)?
-        };
-        let model = match fields.model {
-            None => {
-                return Err(ApiError::BadRequest(
-                    "missing `model`: send {\"model\": \"NAME\"} as JSON, model=NAME as a form, or ?model=NAME".into(),
-                ));
-            }
-            Some(m) if m.trim().is_empty() => {
-                return Err(ApiError::BadRequest("`model` must not be empty".into()));
-            }
-            Some(m) => m,
-        };
-        // Only the panel's own pages: anything else could send a browser to another site.
-        if let Some(path) = &fields.return_to
-            && !crate::access::is_panel_path(path)
-        {
+        parse_model_request(query.as_deref(), content_type.as_deref(), &body)
+    }
+}
+
+/// Reads a [`ModelRequest`] from a request's parts: the raw query string, the `Content-Type`
+/// header (`None` when absent) and the body. Pure and total: every input gives a request or an
+/// [`ApiError::BadRequest`], never a panic (the property tests and the fuzz loop call it directly).
+pub fn parse_model_request(
+    query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<ModelRequest, ApiError> {
+    let from_query = match query {
+        Some(q) => parse_pairs(q.as_bytes(), "query string")?,
+        None => RawFields::default(),
+    };
+    let fields = if from_query.model.is_some() {
+        from_query
+    } else if body.iter().all(u8::is_ascii_whitespace) {
+        RawFields::default()
+    } else {
+        parse_body(content_type, body)?
+    };
+    let model = match fields.model {
+        None => {
             return Err(ApiError::BadRequest(
-                "`return_to` must be a page of this panel: / or /models/<name>".into(),
+                "missing `model`: send {\"model\": \"NAME\"} as JSON, model=NAME as a form, or ?model=NAME".into(),
             ));
         }
-        Ok(Self {
-            model,
-            force: fields.force.unwrap_or(false),
-            return_to: fields.return_to,
-        })
+        Some(m) if m.trim().is_empty() => {
+            return Err(ApiError::BadRequest("`model` must not be empty".into()));
+        }
+        Some(m) => m,
+    };
+    // Only the panel's own pages: anything else could send a browser to another site.
+    if let Some(path) = &fields.return_to
+        && !crate::access::is_panel_path(path)
+    {
+        return Err(ApiError::BadRequest(
+            "`return_to` must be a page of this panel: / or /models/<name>".into(),
+        ));
     }
+    Ok(ModelRequest {
+        model,
+        force: fields.force.unwrap_or(false),
+        return_to: fields.return_to,
+    })
 }
 
 fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<RawFields, ApiError> {

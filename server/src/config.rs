@@ -541,9 +541,20 @@ fn warn_if_readable_by_others(path: &Path) {
 
 /// Parses and validates a TOML configuration; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<(Settings, Vec<ModelSpec>), ConfigError> {
-    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        let message = e.to_string().trim_end().to_string();
+        match bad_entry(text) {
+            Some((index, name)) => ConfigError::Model {
+                path: path.to_path_buf(),
+                index,
+                name,
+                problem: message,
+            },
+            None => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+        }
     })?;
     file.settings
         .validate()
@@ -574,6 +585,23 @@ pub fn parse(text: &str, path: &Path) -> Result<(Settings, Vec<ModelSpec>), Conf
         models.push(validate(entry).map_err(|p| fail(&p))?);
     }
     Ok((file.settings, models))
+}
+
+/// The first `[[models]]` entry that does not deserialize on its own (an unknown or mistyped
+/// key), with its name: the parser's message gives the line and the key, this names the entry.
+/// `None` when the file is not valid TOML at all or the problem is outside `[[models]]`.
+fn bad_entry(text: &str) -> Option<(usize, String)> {
+    let file: toml::Table = toml::from_str(text).ok()?;
+    let models = file.get("models")?.as_array()?;
+    models.iter().enumerate().find_map(|(index, entry)| {
+        entry.clone().try_into::<ModelEntry>().err()?;
+        let name = entry
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .filter(|name| !name.is_empty())
+            .unwrap_or("<unnamed>");
+        Some((index, name.to_string()))
+    })
 }
 
 fn validate(entry: ModelEntry) -> Result<ModelSpec, String> {
@@ -813,6 +841,23 @@ mod tests {
     fn unknown_keys_are_rejected_with_the_file_name() {
         let msg = problem("[[models]]\nname = \"a\"\naddress = \"h:1\"\ncolour = 1\n");
         assert!(msg.contains("x.toml") && msg.contains("colour"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_key_in_an_entry_names_the_entry_and_the_key() {
+        let text = "[[models]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[models]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n";
+        for (line, key) in [("colour = 1", "colour"), ("pid = \"x\"", "pid")] {
+            let msg = problem(&format!("{text}{line}\n"));
+            assert!(
+                msg.contains("x.toml") && msg.contains("models[1] (b)") && msg.contains(key),
+                "{msg}"
+            );
+        }
+        let msg = problem("[[models]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nname = \"b\"\n");
+        assert!(
+            msg.contains("x.toml") && !msg.contains("models["),
+            "not TOML: {msg}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! fallback, controlled through LocalAI's JSON API, and shown in a Leptos panel.
 
 pub mod access;
+pub mod allocator;
 pub mod api;
 pub mod cli;
 pub mod clock;

@@ -48,6 +48,8 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Process-wide, so here rather than in `Application`: tests run several apps in one process.
+    server::allocator::spawn_trimmer();
     if let Ok(addr) = app.local_addr() {
         tracing::info!("backend-monitor watching {models} model(s) on http://{addr}");
     }

@@ -427,9 +427,15 @@ fn kib_to_bytes(value: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Reads the memory counters of `pid` from `/proc/<pid>/status`.
+/// Reads the memory counters of `pid` from `/proc/<pid>/status`; `None` when it does not exist
+/// or has exited (a zombie).
 pub fn read_memory_info(pid: u32) -> Option<MemoryInfo> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // A process that has exited but is not reaped yet (a zombie) keeps its /proc entry but not
+    // its memory: its status has no `Vm*` lines. It is not running; all zeros would be a lie.
+    if !text.lines().any(|line| line.starts_with("VmRSS:")) {
+        return None;
+    }
     Some(parse_status(&text))
 }
 
@@ -501,6 +507,28 @@ mod tests {
             Err(ProcessError::NotRunning(u32::MAX))
         );
         assert!(read_memory_info(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn an_exited_process_not_yet_reaped_has_no_metrics() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("true runs");
+        let pid = child.id();
+        let start = std::time::Instant::now();
+        // A zombie until waited for: its /proc entry stays, its memory is gone.
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        }) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(read_memory_info(pid).is_none());
+        child.wait().expect("reaped");
     }
 
     #[test]

@@ -3,75 +3,8 @@
 use crate::helpers::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn config_file(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    file.write_all(text.as_bytes()).expect("write config");
-    file
-}
-
-/// True while `pid` runs (exists and is not a zombie waiting for init to reap it).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-async fn start_server(config: &tempfile::NamedTempFile) -> Server {
-    let port = server::supervisor::free_port().unwrap();
-    let child = Command::new(SERVER_BINARY)
-        .arg("--config")
-        .arg(config.path())
-        .arg("--addr")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-/// Waits until every demo model runs and returns their pids.
-async fn running_pids(server: &Server) -> Vec<u32> {
-    let http = test_client();
-    let start = Instant::now();
-    loop {
-        if let Ok(response) = http
-            .get(format!("{}/api/backends", server.base))
-            .send()
-            .await
-        {
-            let body: Value = response.json().await.unwrap();
-            let backends = body["backends"].as_array().unwrap();
-            if backends.iter().all(|b| b["lifecycle"] == "running") {
-                return backends
-                    .iter()
-                    .map(|b| b["pid"].as_u64().unwrap() as u32)
-                    .collect();
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "backends did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Three demo models; the third is a wrapper script with a `setsid` grandchild, whose pid it
 /// writes to `pid_file`.

@@ -530,3 +530,73 @@ pub fn client_without_redirects() -> reqwest::Client {
         .build()
         .expect("client builds")
 }
+
+/// A temporary config file holding `text`.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
+/// True while `pid` runs (exists and is not a zombie waiting for its parent to reap it).
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The real `backend-monitor` binary, running as a child of the test.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+/// Starts [`SERVER_BINARY`] with `config` on a free loopback port (its output discarded).
+pub async fn start_server(config: &tempfile::NamedTempFile) -> Server {
+    let port = server::supervisor::free_port().expect("a free port");
+    let child = std::process::Command::new(SERVER_BINARY)
+        .arg("--config")
+        .arg(config.path())
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server starts");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Waits (up to 30 s) until every model of `server` runs and returns their pids.
+pub async fn running_pids(server: &Server) -> Vec<u32> {
+    let http = test_client();
+    let start = Instant::now();
+    loop {
+        if let Ok(response) = http
+            .get(format!("{}/api/backends", server.base))
+            .send()
+            .await
+        {
+            let body: serde_json::Value = response.json().await.expect("json");
+            let backends = body["backends"].as_array().expect("backends array");
+            if backends.iter().all(|b| b["lifecycle"] == "running") {
+                return backends
+                    .iter()
+                    .map(|b| b["pid"].as_u64().expect("a pid") as u32)
+                    .collect();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "backends did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -5,6 +5,8 @@ mod helpers;
 
 mod binary;
 mod cli;
+mod faults;
+mod hardening;
 mod lifecycle;
 mod metrics;
 mod monitor;
