@@ -90,6 +90,7 @@ async fn ps_lists_each_model_with_its_lifecycle_state_and_pid() {
             "LIFECYCLE",
             "STATE",
             "MEMORY",
+            "VRAM",
             "CPU",
             "PID",
             "UPTIME",
@@ -106,10 +107,10 @@ async fn ps_lists_each_model_with_its_lifecycle_state_and_pid() {
     assert!(row.contains(&pid), "{row:?} lacks pid {pid}");
     assert!(row.iter().any(|w| w == "MiB"), "memory in MiB: {row:?}");
     let row = table_row(&run.stdout, "remote");
-    // The scripted backend reports 3000 bytes; no pid is known, so no CPU either.
+    // The scripted backend reports 3000 bytes; no pid is known, so no VRAM or CPU either.
     assert_eq!(
-        row[1..7],
-        ["running", "Ready", "2.9", "KiB", "-", "-"],
+        row[1..8],
+        ["running", "Ready", "2.9", "KiB", "-", "-", "-"],
         "{row:?}"
     );
     app.stop().await;
