@@ -244,6 +244,64 @@ impl MeasuredMemory {
     }
 }
 
+/// What a shutdown released: the backend's processes just before and after, and the host's
+/// memory (and each GPU's) before and after.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct FreedMemory {
+    /// Resident memory of the backend's processes just before the stop, in bytes.
+    pub rss_before: u64,
+    /// Resident memory its processes still hold after it (an external backend keeps running;
+    /// a managed one should hold nothing), in bytes.
+    pub rss_after: u64,
+    /// GPU memory of its processes just before the stop, in bytes (only with an NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_before: Option<u64>,
+    /// GPU memory its processes still hold after it, in bytes (only with an NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_after: Option<u64>,
+    /// The host's available memory (`MemAvailable`) just before, in bytes.
+    pub host_available_before: u64,
+    /// The host's available memory just after, in bytes.
+    pub host_available_after: u64,
+    /// Each GPU's used memory before and after (only with an NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuChange>,
+    /// Memory still held after the stop, in words (a process that outlived the stop, GPU
+    /// memory not given back); empty when everything was released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub still_held: Vec<String>,
+}
+
+impl FreedMemory {
+    /// Resident memory released by the backend's processes, in bytes.
+    pub fn rss_released(&self) -> u64 {
+        self.rss_before.saturating_sub(self.rss_after)
+    }
+
+    /// GPU memory released by the backend's processes, in bytes.
+    pub fn gpu_released(&self) -> Option<u64> {
+        Some(
+            self.gpu_memory_before?
+                .saturating_sub(self.gpu_memory_after.unwrap_or(0)),
+        )
+    }
+}
+
+/// One GPU's used memory before and after a stop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct GpuChange {
+    /// The GPU's index.
+    pub index: u32,
+    /// The GPU's name.
+    pub name: String,
+    /// Memory used by every process before, in bytes.
+    pub used_before: u64,
+    /// Memory used by every process after, in bytes.
+    pub used_after: u64,
+}
+
 /// One GPU of the host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -396,6 +454,13 @@ pub struct BackendSummary {
     /// While it starts: for how long, and the step it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_progress: Option<StartProgress>,
+    /// What its last shutdown released, until it starts again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freed: Option<FreedMemory>,
+    /// Whether the reported total is more than twice the measured RSS (most likely the virtual
+    /// size, as LocalAI's Go backends report), so it is not the model's memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reported_looks_virtual: bool,
     /// How busy it has been in the last minutes, while it runs and answers `Status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<Activity>,
@@ -424,6 +489,8 @@ impl BackendSummary {
             last_busy_unix_ms: None,
             start_progress: None,
             activity: None,
+            freed: None,
+            reported_looks_virtual: false,
         }
     }
 

@@ -3,8 +3,9 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{
-    Activity, BackendKind, BackendSummary, Generation, Lifecycle, MeasuredMemory, MemoryUsage,
-    Observation, ProcessMetrics, StartPhase, StartProgress, StatusFailure, StatusFailureKind,
+    Activity, BackendKind, BackendSummary, FreedMemory, Generation, Lifecycle, MeasuredMemory,
+    MemoryUsage, Observation, ProcessMetrics, StartPhase, StartProgress, StatusFailure,
+    StatusFailureKind,
 };
 use leptos::prelude::*;
 
@@ -202,6 +203,9 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
     if backend.lifecycle == Lifecycle::Failed {
         return view! { <FailureDetails backend /> }.into_any();
     }
+    if let (Lifecycle::Stopped, Some(freed)) = (backend.lifecycle, backend.freed) {
+        return view! { <FreedNote freed /> }.into_any();
+    }
     let Some(observation) = backend.observation else {
         let text = match backend.lifecycle {
             Lifecycle::Starting => starting_text(backend.start_progress.as_ref()),
@@ -269,6 +273,31 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
         }
     };
     view! { <div class="memory">{headline}{detail}</div> }.into_any()
+}
+
+/// What the last shutdown released, and what is still held (a warning).
+#[component]
+pub fn FreedNote(freed: FreedMemory) -> impl IntoView {
+    let mut text = format!("Freed {}", format::bytes(freed.rss_released()));
+    if let Some(gpu) = freed.gpu_released() {
+        text.push_str(&format!(" and {} of GPU memory", format::bytes(gpu)));
+    }
+    text.push_str(&format!(
+        " at the last stop (host: {} available before, {} after)",
+        format::bytes(freed.host_available_before),
+        format::bytes(freed.host_available_after)
+    ));
+    let held = freed
+        .still_held
+        .into_iter()
+        .map(|held| view! { <p class="warning" role="alert">{format!("Still held: {held}")}</p> })
+        .collect_view();
+    view! {
+        <div class="freed" data-testid="freed">
+            <p class="muted" data-bytes=freed.rss_before.saturating_sub(freed.rss_after).to_string()>{text}</p>
+            {held}
+        </div>
+    }
 }
 
 /// The processes of a backend's tree with their memory (the model page).

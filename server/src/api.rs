@@ -5,7 +5,9 @@ use crate::error::{ApiError, ErrorEnvelope};
 use crate::registry::{Reading, Registry, RegistryError, StartOutcome};
 use crate::startup::AppState;
 use app::directory::BackendDirectory;
-use app::snapshot::{LogPage, MemoryUsage, ModelDetail, PanelSnapshot, ProcessMetrics};
+use app::snapshot::{
+    FreedMemory, LogPage, MemoryUsage, ModelDetail, PanelSnapshot, ProcessMetrics,
+};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -13,7 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
@@ -248,11 +250,43 @@ pub enum MonitorResponse {
     Process(ProcessMetrics),
 }
 
-/// A plain answer: `{"message": "model stopped"}`.
-#[derive(Serialize, ToSchema)]
+/// A plain answer: `{"message": "model stopped"}`, with what a shutdown released.
+#[derive(Serialize, serde::Deserialize, ToSchema)]
 pub struct Message {
     /// What happened.
     pub message: String,
+    /// What the shutdown released: the backend's processes' memory just before and after, and
+    /// the host's and each GPU's memory before and after (absent when no process was stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freed: Option<FreedMemory>,
+}
+
+impl Message {
+    fn new(message: &str) -> Self {
+        Self {
+            message: message.to_string(),
+            freed: None,
+        }
+    }
+
+    /// The message as a notice (panel, CLI): with the memory released, and what is still held.
+    pub fn notice(&self) -> String {
+        let Some(freed) = &self.freed else {
+            return self.message.clone();
+        };
+        let mut text = format!(
+            "{}, freed {}",
+            self.message,
+            app::format::bytes(freed.rss_released())
+        );
+        if let Some(gpu) = freed.gpu_released() {
+            text.push_str(&format!(" and {} of GPU memory", app::format::bytes(gpu)));
+        }
+        for held in &freed.still_held {
+            text.push_str(&format!("; still held: {held}"));
+        }
+        text
+    }
 }
 
 /// LocalAI's `/system` answer.
@@ -355,7 +389,10 @@ pub(crate) async fn shutdown(
     let result = registry
         .shutdown(&request.model, request.force)
         .await
-        .map(|()| "model stopped");
+        .map(|freed| Message {
+            freed,
+            ..Message::new("model stopped")
+        });
     respond(request, result)
 }
 
@@ -381,24 +418,23 @@ pub(crate) async fn shutdown(
     ),
 )]
 pub(crate) async fn load(State(registry): State<Arc<Registry>>, request: ModelRequest) -> Response {
-    let result = registry
-        .start(&request.model)
-        .await
-        .map(|outcome| match outcome {
+    let result = registry.start(&request.model).await.map(|outcome| {
+        Message::new(match outcome {
             StartOutcome::Started => "model started",
             StartOutcome::AlreadyRunning => "model already running",
-        });
+        })
+    });
     respond(request, result)
 }
 
 /// JSON for API clients; a 303 back to the panel for its no-JavaScript forms.
-fn respond(request: ModelRequest, result: Result<&'static str, RegistryError>) -> Response {
+fn respond(request: ModelRequest, result: Result<Message, RegistryError>) -> Response {
     match (request.return_to, result) {
-        (None, Ok(message)) => Json(json!({ "message": message })).into_response(),
+        (None, Ok(message)) => Json(message).into_response(),
         (None, Err(e)) => ApiError::from(e).into_response(),
         (Some(path), result) => {
             let (key, text) = match result {
-                Ok(message) => ("notice", format!("{}: {message}", request.model)),
+                Ok(message) => ("notice", format!("{}: {}", request.model, message.notice())),
                 Err(e) => ("error", e.to_string()),
             };
             let path = path.split('?').next().unwrap_or("/");

@@ -376,10 +376,10 @@ async fn stop_all(client: &Client, force: bool, json: bool) -> Result<(), CliErr
 }
 
 /// The `message` of a success answer, else `fallback`.
-fn message_of<'a>(body: &'a Value, fallback: &'a str) -> &'a str {
-    body.get("message")
-        .and_then(Value::as_str)
-        .unwrap_or(fallback)
+/// The answer's message, with what a shutdown released (`model stopped, freed 138.0 MiB`).
+fn message_of(body: &Value, fallback: &str) -> String {
+    serde_json::from_value::<crate::api::Message>(body.clone())
+        .map_or_else(|_| fallback.to_string(), |message| message.notice())
 }
 
 /// An HTTP client for one server: base URL, deadline and (optionally) the API key.

@@ -10,7 +10,8 @@
 
 use crate::gpu::{GpuSample, Gpus};
 use app::snapshot::{
-    GpuMemory, GpuStats, MeasuredMemory, MemoryInfo, ProcessMemory, ProcessMetrics,
+    FreedMemory, GpuChange, GpuMemory, GpuStats, MeasuredMemory, MemoryInfo, ProcessMemory,
+    ProcessMetrics,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -232,22 +233,26 @@ struct SamplerState {
 pub struct ProcessSampler {
     state: Arc<Mutex<SamplerState>>,
     total_memory: u64,
+    gpus: Arc<Gpus>,
+    clock: Clock,
 }
 
 impl ProcessSampler {
     /// Creates the sampler and starts its background task on the current tokio runtime;
     /// `gpus` is probed once by the caller (NVML, when a driver is present).
     pub fn start(gpus: Gpus) -> Self {
-        let sampler = Self {
-            state: Arc::new(Mutex::new(SamplerState::default())),
-            total_memory: read_total_memory().unwrap_or(0),
-        };
-        let state = Arc::downgrade(&sampler.state);
-        let gpus = Arc::new(gpus);
         let clock = Clock {
             ticks_per_second: clock_ticks_per_second(),
             page_size: u64::try_from(rustix::param::page_size()).unwrap_or(4096),
         };
+        let sampler = Self {
+            state: Arc::new(Mutex::new(SamplerState::default())),
+            total_memory: read_total_memory().unwrap_or(0),
+            gpus: Arc::new(gpus),
+            clock,
+        };
+        let state = Arc::downgrade(&sampler.state);
+        let gpus = Arc::clone(&sampler.gpus);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -296,6 +301,75 @@ impl ProcessSampler {
         self.lock().trees.get(&process).cloned()
     }
 
+    /// What `process`'s tree (see [`ProcessSampler::track`]) holds now, and the host's and
+    /// GPUs' memory: the "before" of a freed-memory report. `None` when the process is gone.
+    pub async fn holding(&self, process: ProcessId, root: u32) -> Option<Holding> {
+        let (gpus, clock) = (Arc::clone(&self.gpus), self.clock);
+        tokio::task::spawn_blocking(move || {
+            let gpu_sample = gpus.sample();
+            let table = ProcessTable::scan();
+            let tree = table.tree(process, root, clock.page_size, gpu_sample.as_ref())?;
+            let members = tree
+                .processes
+                .iter()
+                .filter_map(|p| {
+                    let stat = table.stats.get(&p.pid)?;
+                    Some(ProcessId {
+                        pid: p.pid,
+                        start_time: stat.start_time,
+                    })
+                })
+                .collect();
+            Some(Holding {
+                tree,
+                members,
+                host_available: read_available_memory().unwrap_or(0),
+                gpus: gpu_sample.map(|g| g.devices),
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// What was released since `before`: the members still alive and what they hold, the
+    /// host's and GPUs' memory now, and what is still held, in words.
+    pub async fn released(&self, before: Holding) -> FreedMemory {
+        let (gpus, clock) = (Arc::clone(&self.gpus), self.clock);
+        let measured = tokio::task::spawn_blocking(move || {
+            let gpu_sample = gpus.sample();
+            let table = ProcessTable::scan();
+            let survivors: Vec<ProcessMemory> = before
+                .members
+                .iter()
+                .filter(|id| {
+                    table
+                        .stats
+                        .get(&id.pid)
+                        .is_some_and(|s| s.start_time == id.start_time)
+                })
+                .filter_map(|id| table.tree(*id, id.pid, clock.page_size, gpu_sample.as_ref()))
+                .filter_map(|tree| tree.processes.into_iter().next())
+                .collect();
+            (
+                before,
+                survivors,
+                gpu_sample,
+                read_available_memory().unwrap_or(0),
+            )
+        })
+        .await;
+        let Ok((before, survivors, gpu_sample, host_available_after)) = measured else {
+            return FreedMemory::default();
+        };
+        freed_report(
+            before,
+            &survivors,
+            gpu_sample.as_ref(),
+            host_available_after,
+        )
+    }
+
     /// The GPUs as last sampled; empty without a driver.
     pub fn gpus(&self) -> Vec<GpuStats> {
         self.lock()
@@ -335,6 +409,82 @@ impl ProcessSampler {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SamplerState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a backend's processes held just before a stop (see [`ProcessSampler::holding`]).
+#[derive(Debug)]
+pub struct Holding {
+    tree: MeasuredMemory,
+    members: Vec<ProcessId>,
+    host_available: u64,
+    gpus: Option<Vec<GpuStats>>,
+}
+
+/// The freed-memory report from `before`, the members that survived the stop (with what they
+/// hold now), the GPUs now and the host's available memory now.
+fn freed_report(
+    before: Holding,
+    survivors: &[ProcessMemory],
+    gpus_after: Option<&GpuSample>,
+    host_available_after: u64,
+) -> FreedMemory {
+    let with_gpus = before.gpus.is_some();
+    let gpu_after: u64 = survivors.iter().filter_map(|p| p.gpu_memory).sum();
+    let mut still_held: Vec<String> = survivors
+        .iter()
+        .map(|p| {
+            let gpu = p
+                .gpu_memory
+                .map(|g| format!(" and {} of GPU memory", app::format::bytes(g)))
+                .unwrap_or_default();
+            format!(
+                "pid {} ({}) still runs and holds {}{gpu}",
+                p.pid,
+                p.name,
+                app::format::bytes(p.rss)
+            )
+        })
+        .collect();
+    let gpus: Vec<GpuChange> = before
+        .gpus
+        .iter()
+        .flatten()
+        .map(|device| GpuChange {
+            index: device.index,
+            name: device.name.clone(),
+            used_before: device.memory_used,
+            used_after: gpus_after
+                .and_then(|g| g.devices.iter().find(|d| d.index == device.index))
+                .map_or(device.memory_used, |d| d.memory_used),
+        })
+        .collect();
+    // A GPU context can outlive its processes (a surviving child, a driver that is slow to
+    // clean up): the GPU's own figure must drop by at least half of what the tree held on it.
+    for held in &before.tree.gpu_memory {
+        let Some(change) = gpus.iter().find(|g| g.index == held.index) else {
+            continue;
+        };
+        let dropped = change.used_before.saturating_sub(change.used_after);
+        if dropped < held.used / 2 {
+            still_held.push(format!(
+                "GPU {} ({}): its processes held {} but GPU memory in use dropped by only {}",
+                held.index,
+                held.name,
+                app::format::bytes(held.used),
+                app::format::bytes(dropped)
+            ));
+        }
+    }
+    FreedMemory {
+        rss_before: before.tree.rss,
+        rss_after: survivors.iter().map(|p| p.rss).sum(),
+        gpu_memory_before: with_gpus.then(|| before.tree.gpu_total()),
+        gpu_memory_after: with_gpus.then_some(gpu_after),
+        host_available_before: before.host_available,
+        host_available_after,
+        gpus,
+        still_held,
     }
 }
 
@@ -414,10 +564,20 @@ fn clock_ticks_per_second() -> f64 {
 
 /// Physical memory in bytes (`MemTotal` of `/proc/meminfo`).
 fn read_total_memory() -> Option<u64> {
+    read_meminfo("MemTotal:")
+}
+
+/// Memory available to programs without swapping, in bytes (`MemAvailable`).
+fn read_available_memory() -> Option<u64> {
+    read_meminfo("MemAvailable:")
+}
+
+/// One line of `/proc/meminfo` (its key with the colon), in bytes.
+fn read_meminfo(key: &str) -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo
         .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .find_map(|line| line.strip_prefix(key))
         .and_then(kib_to_bytes)
 }
 

@@ -19,8 +19,8 @@ use crate::metrics::Metrics;
 use crate::process::{ProcessError, ProcessSampler};
 use app::directory::BackendDirectory;
 use app::snapshot::{
-    BackendKind, BackendStatus, BackendSummary, HostStats, Lifecycle, LogPage, LogStream,
-    ModelDetail, PanelSnapshot, ProcessMetrics, StartProgress,
+    BackendKind, BackendStatus, BackendSummary, FreedMemory, HostStats, Lifecycle, LogPage,
+    LogStream, ModelDetail, PanelSnapshot, ProcessMetrics, StartProgress,
 };
 use model::ModelHandle;
 use std::path::PathBuf;
@@ -228,7 +228,11 @@ impl Registry {
     ///
     /// Concurrent shutdowns of one model do the work once; every caller gets its outcome. A
     /// backend still starting is stopped at once (its start fails as cancelled).
-    pub async fn shutdown(&self, name: &str, force: bool) -> Result<(), RegistryError> {
+    pub async fn shutdown(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<Option<FreedMemory>, RegistryError> {
         self.find(name)?.shutdown(force).await
     }
 
@@ -329,7 +333,12 @@ fn summarize(model: &ModelHandle) -> BackendSummary {
         Some((exit, tail)) => (Some(exit.to_string()), tail),
         None => (None, Vec::new()),
     };
+    let observation = model.observed.latest(view.run).filter(|_| running);
+    let reported_looks_virtual = observation
+        .as_ref()
+        .is_some_and(app::snapshot::Observation::reported_looks_virtual);
     BackendSummary {
+        reported_looks_virtual,
         name: model.spec.name.clone(),
         kind: match model.spec.source {
             BackendSource::Managed(_) => BackendKind::Managed,
@@ -342,7 +351,8 @@ fn summarize(model: &ModelHandle) -> BackendSummary {
         uptime_secs: view.since.map(|s| s.elapsed().as_secs()),
         last_error: view.last_error.clone(),
         shutdown_refused: view.shutdown_refused.clone(),
-        observation: model.observed.latest(view.run).filter(|_| running),
+        observation,
+        freed: view.freed.clone(),
         stderr_tail: model.logs.tail(LogStream::Stderr, STDERR_TAIL),
         restarts: view.restarts,
         last_exit,

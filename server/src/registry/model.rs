@@ -15,7 +15,7 @@ use crate::grpc::BackendClient;
 use crate::logs::LogBuffer;
 use crate::process::{ProcessError, ProcessId, ProcessSampler};
 use crate::supervisor::{ExitInfo, ManagedProcess};
-use app::snapshot::{Lifecycle, LogStream, StartPhase};
+use app::snapshot::{FreedMemory, Lifecycle, LogStream, StartPhase};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +41,10 @@ pub(super) enum Command {
         reply: Reply<StartOutcome>,
     },
     /// Stop the backend, or join a stop in progress.
-    Shutdown { force: bool, reply: Reply<()> },
+    Shutdown {
+        force: bool,
+        reply: Reply<Option<FreedMemory>>,
+    },
     /// backend-monitor is exiting: stop a managed backend at once and refuse further starts.
     Exit(oneshot::Sender<()>),
 }
@@ -57,7 +60,7 @@ pub(super) enum Event {
     /// The backend stayed busy; the shutdown is refused and the backend keeps running.
     StopRefused(RegistryError),
     /// The backend is stopped (with its process's exit, for a managed one).
-    Stopped(Option<ExitInfo>),
+    Stopped(Option<ExitInfo>, Option<FreedMemory>),
 }
 
 /// Sends one task's events, tagged so that events of a task that was replaced are ignored.
@@ -105,6 +108,8 @@ pub(crate) struct ModelView {
     pub(crate) restarts: u32,
     /// How the last crashed run ended, and its last stderr lines.
     pub(crate) last_exit: Option<(ExitInfo, Vec<String>)>,
+    /// What the last shutdown released, until the next start.
+    pub(crate) freed: Option<FreedMemory>,
     /// When the next automatic restart is due.
     pub(crate) restart_at: Option<Instant>,
     /// While it runs with an idle timeout: the timeout, and since when it counts (unless the
@@ -154,8 +159,9 @@ impl ModelHandle {
         .await
     }
 
-    /// Stops the backend, or joins the stop in progress.
-    pub(crate) async fn shutdown(&self, force: bool) -> Result<(), RegistryError> {
+    /// Stops the backend, or joins the stop in progress; answers what the stop released
+    /// (`None` when no process was stopped).
+    pub(crate) async fn shutdown(&self, force: bool) -> Result<Option<FreedMemory>, RegistryError> {
         self.ask(|reply| Command::Shutdown { force, reply }).await
     }
 
@@ -187,19 +193,17 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
         BackendSource::Managed(_) => State::Stopped,
         BackendSource::External { address, pid } => match start::connect(address) {
             Ok(client) => {
-                let watched = pid.map(ProcessId::of);
-                if let Some(Ok(process)) = &watched {
-                    context.sampler.track(*process, process.pid);
+                let run = Run {
+                    client,
+                    address: address.clone(),
+                    process: None,
+                    watched: pid.map(ProcessId::of),
+                    since: Instant::now(),
+                };
+                if let Some((process, root)) = run.tree() {
+                    context.sampler.track(process, root);
                 }
-                State::Running {
-                    run: Run {
-                        client,
-                        address: address.clone(),
-                        process: None,
-                        watched,
-                        since: Instant::now(),
-                    },
-                }
+                State::Running { run }
             }
             Err(cause) => State::Failed {
                 failure: Failure::Start(cause),
@@ -216,6 +220,7 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
         restarts: 0,
         in_a_row: 0,
         last_exit: None,
+        freed: None,
         idle_from: None,
         commands: receiver,
         events_tx,
@@ -248,6 +253,7 @@ fn initial_view(spec: &ModelSpec) -> ModelView {
         watched: None,
         restarts: 0,
         last_exit: None,
+        freed: None,
         restart_at: None,
         idle: None,
         starting: None,
@@ -270,6 +276,21 @@ struct Run {
     process: Option<ManagedProcess>,
     watched: Option<Result<ProcessId, ProcessError>>,
     since: Instant,
+}
+
+impl Run {
+    /// The watched process and the root of its tree (a managed backend's shim, which adopts
+    /// its orphans; the process itself otherwise), when a live process is known.
+    fn tree(&self) -> Option<(ProcessId, u32)> {
+        let Some(Ok(process)) = &self.watched else {
+            return None;
+        };
+        let root = self
+            .process
+            .as_ref()
+            .map_or(process.pid, ManagedProcess::shim_pid);
+        Some((*process, root))
+    }
 }
 
 /// A start or stop task the owner spawned; aborted when dropped (when the state moves on).
@@ -336,7 +357,7 @@ enum State {
         run: Run,
         task: Task,
         phase: StopPhase,
-        stoppers: Vec<Reply<()>>,
+        stoppers: Vec<Reply<Option<FreedMemory>>>,
         /// Starts asked for during the stop: begun once it is done.
         starters: Vec<Reply<StartOutcome>>,
         exits: Vec<oneshot::Sender<()>>,
@@ -358,6 +379,8 @@ struct Owner {
     in_a_row: u32,
     /// How the last crashed run ended, and its last stderr lines.
     last_exit: Option<(ExitInfo, Vec<String>)>,
+    /// What the last shutdown released, until the next start.
+    freed: Option<FreedMemory>,
     /// Idle time counts from here at the earliest (set when an idle stop was refused).
     idle_from: Option<Instant>,
     commands: mpsc::Receiver<Command>,
@@ -437,7 +460,7 @@ impl Owner {
         }
     }
 
-    fn on_shutdown(&mut self, force: bool, reply: Reply<()>) {
+    fn on_shutdown(&mut self, force: bool, reply: Reply<Option<FreedMemory>>) {
         if let State::Stopping { stoppers, .. } = &mut self.state {
             stoppers.push(reply);
             if force {
@@ -455,7 +478,7 @@ impl Owner {
                 // Stopped on purpose: it is not restarted.
                 tracing::info!(model = %self.name(), "pending restart cancelled by a shutdown");
                 self.in_a_row = 0;
-                self.answer(vec![reply], Ok(()));
+                self.answer(vec![reply], Ok(None));
             }
             state @ State::Failed { .. } => {
                 self.state = state;
@@ -607,7 +630,7 @@ impl Owner {
                     exits,
                     ..
                 },
-                Event::Stopped(exit),
+                Event::Stopped(exit, freed),
             ) => {
                 match (&run.process, exit) {
                     (Some(process), Some(exit)) => {
@@ -617,7 +640,8 @@ impl Owner {
                 }
                 self.forget(&run);
                 self.shutdown_refused = None;
-                self.answer(stoppers, Ok(()));
+                self.freed = freed.clone();
+                self.answer(stoppers, Ok(freed));
                 self.answer(exits, ());
                 if !starters.is_empty() && !self.closing {
                     self.begin_start(starters, false).await;
@@ -748,6 +772,7 @@ impl Owner {
     async fn begin_start(&mut self, starters: Vec<Reply<StartOutcome>>, automatic: bool) {
         self.run += 1;
         self.shutdown_refused = None;
+        self.freed = None;
         let prepared = match &self.context.spec.source {
             BackendSource::Managed(spec) => {
                 start::launch(&self.context, spec)
@@ -772,12 +797,8 @@ impl Owner {
             Ok(run) => run,
             Err(cause) => return self.fail_start(cause, starters, automatic),
         };
-        if let Some(Ok(process)) = &run.watched {
-            let root = run
-                .process
-                .as_ref()
-                .map_or(process.pid, ManagedProcess::shim_pid);
-            self.context.sampler.track(*process, root);
+        if let Some((process, root)) = run.tree() {
+            self.context.sampler.track(process, root);
         }
         let settings = Arc::clone(&self.context.settings);
         let logs = Arc::clone(&self.context.logs);
@@ -821,7 +842,7 @@ impl Owner {
         run: Run,
         busy_wait: Option<Duration>,
         free: bool,
-        stoppers: Vec<Reply<()>>,
+        stoppers: Vec<Reply<Option<FreedMemory>>>,
         exits: Vec<oneshot::Sender<()>>,
     ) {
         let plan = stop_plan(&self.context, &run, busy_wait, free);
@@ -902,6 +923,7 @@ impl Owner {
             watched: run.and_then(|r| r.watched.clone()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
+            freed: self.freed.clone(),
             restart_at: match &self.state {
                 State::Failed {
                     restart: Some(restart),
@@ -939,6 +961,8 @@ fn stop_plan(context: &Context, run: &Run, busy_wait: Option<Duration>, free: bo
         model: context.spec.name.clone(),
         client: run.client.clone(),
         process: run.process.clone(),
+        tree: run.tree(),
+        sampler: context.sampler.clone(),
         busy_wait,
         free,
         settings: Arc::clone(&context.settings),

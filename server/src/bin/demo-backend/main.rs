@@ -8,6 +8,10 @@
 //! `Status` hang, like a stuck backend; `--load-delay` makes `LoadModel` slow;
 //! `--report-busy` makes it report BUSY once loaded; `--tokens-per-second` makes `GetMetrics`
 //! report generation at that speed since the load (UNIMPLEMENTED with `--status-unimplemented`).
+//! Like other real backends: `--report-no-memory` answers `Status` without memory (LocalAI's
+//! Python backends), `--report-virtual-total` reports its virtual size as the total and RSS as
+//! `gopsutil-RSS` (LocalAI's Go backends), and `--worker-mib N` starts a worker process holding
+//! N MiB (a backend with workers).
 
 use clap::Parser;
 use proto::backend_server::{Backend, BackendServer};
@@ -32,8 +36,8 @@ const MIB: usize = 1024 * 1024;
 )]
 struct Args {
     /// Address to serve gRPC on.
-    #[arg(long)]
-    addr: SocketAddr,
+    #[arg(long, required_unless_present = "be_worker")]
+    addr: Option<SocketAddr>,
     /// Answer UNIMPLEMENTED to Status and Free.
     #[arg(long)]
     status_unimplemented: bool,
@@ -52,6 +56,18 @@ struct Args {
     /// Report through GetMetrics that tokens are generated at this speed since the load.
     #[arg(long, default_value_t = 0.0)]
     tokens_per_second: f32,
+    /// Answer Status READY without any memory.
+    #[arg(long)]
+    report_no_memory: bool,
+    /// Report the virtual size as the total, and RSS only as the `gopsutil-RSS` component.
+    #[arg(long)]
+    report_virtual_total: bool,
+    /// Start a worker process that holds this many MiB.
+    #[arg(long)]
+    worker_mib: Option<usize>,
+    /// Be that worker: hold this many MiB until the parent dies.
+    #[arg(long, hide = true)]
+    be_worker: Option<usize>,
 }
 
 /// A loaded "model": buffers that really occupy memory.
@@ -68,6 +84,8 @@ struct Demo {
     load_delay: Option<Duration>,
     report_busy: bool,
     tokens_per_second: f32,
+    report_no_memory: bool,
+    report_virtual_total: bool,
     loaded: Arc<Mutex<Option<Loaded>>>,
 }
 
@@ -159,9 +177,8 @@ impl Backend for Demo {
         if let Some(delay) = self.status_delay {
             tokio::time::sleep(delay).await;
         }
-        let rss = server::process::read_memory_info(std::process::id())
-            .map(|m| m.rss)
-            .unwrap_or(0);
+        let own = server::process::read_memory_info(std::process::id()).unwrap_or_default();
+        let rss = own.rss;
         let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         let (state, weights, kv_cache) = match loaded.as_ref() {
             Some(l) => (
@@ -175,6 +192,21 @@ impl Backend for Demo {
             ),
             None => (State::Uninitialized, 0, 0),
         };
+        if self.report_no_memory {
+            return Ok(Response::new(StatusResponse {
+                state: state.into(),
+                memory: None,
+            }));
+        }
+        if self.report_virtual_total {
+            return Ok(Response::new(StatusResponse {
+                state: state.into(),
+                memory: Some(MemoryUsageData {
+                    total: own.vms,
+                    breakdown: HashMap::from([("gopsutil-RSS".to_string(), rss)]),
+                }),
+            }));
+        }
         let total = rss.max(weights + kv_cache);
         let mut breakdown = HashMap::from([
             ("weights".to_string(), weights),
@@ -252,21 +284,66 @@ async fn terminated(ignore_sigterm: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// The worker of `--worker-mib`: holds `mib` MiB and sleeps until its parent dies.
+fn be_worker(mib: usize) -> std::process::ExitCode {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        eprintln!("demo-backend worker: no parent-death signal: {e}");
+    }
+    let held = resident_buffer(mib);
+    eprintln!("demo-backend worker holding {mib} MiB");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+        std::hint::black_box(&held);
+    }
+}
+
+/// Starts the worker process of `--worker-mib`.
+fn start_worker(mib: usize) -> std::io::Result<std::process::Child> {
+    std::process::Command::new(std::env::current_exe()?)
+        .args(["--be-worker", &mib.to_string()])
+        .spawn()
+}
+
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(mib) = args.be_worker {
+        return be_worker(mib);
+    }
+    let _worker = match args.worker_mib.map(start_worker).transpose() {
+        Ok(worker) => worker,
+        Err(e) => {
+            eprintln!("demo-backend: cannot start the worker: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(serve(args)),
+        Err(e) => {
+            eprintln!("demo-backend: no runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> std::process::ExitCode {
+    let Some(addr) = args.addr else {
+        eprintln!("demo-backend: --addr is required");
+        return std::process::ExitCode::FAILURE;
+    };
     let demo = Demo {
         status_unimplemented: args.status_unimplemented,
         status_delay: args.status_delay,
         load_delay: args.load_delay,
         report_busy: args.report_busy,
         tokens_per_second: args.tokens_per_second,
+        report_no_memory: args.report_no_memory,
+        report_virtual_total: args.report_virtual_total,
         loaded: Arc::new(Mutex::new(None)),
     };
-    eprintln!("demo-backend listening on {}", args.addr);
+    eprintln!("demo-backend listening on {addr}");
     let served = tonic::transport::Server::builder()
         .add_service(BackendServer::new(demo))
-        .serve_with_shutdown(args.addr, terminated(args.ignore_sigterm))
+        .serve_with_shutdown(addr, terminated(args.ignore_sigterm))
         .await;
     match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
