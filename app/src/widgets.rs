@@ -278,7 +278,8 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
 /// What the last shutdown released, and what is still held (a warning).
 #[component]
 pub fn FreedNote(freed: FreedMemory) -> impl IntoView {
-    let mut text = format!("Freed {}", format::bytes(freed.rss_released()));
+    let released = freed.rss_released();
+    let mut text = format!("Freed {}", format::bytes(released));
     if let Some(gpu) = freed.gpu_released() {
         text.push_str(&format!(" and {} of GPU memory", format::bytes(gpu)));
     }
@@ -294,7 +295,7 @@ pub fn FreedNote(freed: FreedMemory) -> impl IntoView {
         .collect_view();
     view! {
         <div class="freed" data-testid="freed">
-            <p class="muted" data-bytes=freed.rss_before.saturating_sub(freed.rss_after).to_string()>{text}</p>
+            <p class="muted" data-bytes=released.to_string()>{text}</p>
             {held}
         </div>
     }

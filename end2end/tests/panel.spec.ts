@@ -37,6 +37,10 @@ test.describe('the panel', () => {
     await expect(chat.locator('.badge.state')).toHaveText('Ready');
     await expect(chat.locator('.legend')).toContainText('weights');
     await expect(chat.locator('.legend')).toContainText('kv_cache');
+    // Memory in use is measured for the process tree, with the backend's report beside it.
+    await expect(chat.locator('.memory-source')).toHaveText('measured');
+    await expect(chat.locator('.reported-total')).toBeVisible();
+    await expect(chat.getByTestId('reported-virtual')).toHaveCount(0);
     await expect(page.getByTestId('running-count')).toHaveText('3 of 4');
   });
 
@@ -153,6 +157,11 @@ test.describe('the panel', () => {
     const chat = after.backends.find((b: { name: string }) => b.name === 'demo-chat');
     expect(chat.lifecycle).toBe('stopped');
     expect(chat.pid).toBeNull();
+    // The row says what the stop released: at least the 128 MiB the demo allocated.
+    expect(chat.freed.rss_before).toBeGreaterThanOrEqual(128 * 1024 * 1024);
+    const freed = panel.row('demo-chat').getByTestId('freed');
+    await expect(freed).toContainText(/^Freed \d+\.\d MiB at the last stop/);
+    expect(Number(await freed.locator('[data-bytes]').getAttribute('data-bytes'))).toBeGreaterThanOrEqual(128 * 1024 * 1024);
 
     await panel.startButton('demo-chat').click();
     await panel.expectLifecycle('demo-chat', 'running');

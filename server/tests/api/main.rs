@@ -8,6 +8,7 @@ mod cli;
 mod faults;
 mod hardening;
 mod lifecycle;
+mod memory;
 mod metrics;
 mod monitor;
 mod openapi;
