@@ -250,7 +250,9 @@ impl Registry {
     /// The Prometheus exposition of every model, from the cached observations (never waits on
     /// a backend) and the recorded counters.
     pub fn metrics(&self) -> Result<String, std::fmt::Error> {
-        self.metrics.encode(&self.summaries())
+        let snapshot = self.snapshot();
+        self.metrics
+            .encode(&snapshot.backends, snapshot.host.as_ref())
     }
 
     /// One summary per model, in configuration order.
