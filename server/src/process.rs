@@ -17,6 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// How long the kernel may take to show freed memory in `MemAvailable` (its counters are folded
+/// every `vm.stat_interval`, 1 s by default).
+const MEMINFO_FOLD: Duration = Duration::from_millis(1200);
+
 /// How often tracked processes (CPU use, tree memory) and GPUs are sampled.
 const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -337,6 +341,14 @@ impl ProcessSampler {
     pub async fn released(&self, before: Holding) -> FreedMemory {
         let (gpus, clock) = (Arc::clone(&self.gpus), self.clock);
         let measured = tokio::task::spawn_blocking(move || {
+            // The kernel folds its per-CPU counters into MemAvailable once a second
+            // (`vm.stat_interval`): wait for the next fold, so what the exit freed shows.
+            let settled = Instant::now() + MEMINFO_FOLD;
+            let mut host_available_after = read_available_memory().unwrap_or(0);
+            while host_available_after == before.host_available && Instant::now() < settled {
+                std::thread::sleep(Duration::from_millis(50));
+                host_available_after = read_available_memory().unwrap_or(0);
+            }
             let gpu_sample = gpus.sample();
             let table = ProcessTable::scan();
             let survivors: Vec<ProcessMemory> = before

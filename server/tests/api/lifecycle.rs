@@ -26,9 +26,14 @@ async fn shutdown_stops_and_reaps_a_managed_backend_and_load_starts_it_again() {
 
     let response = app.shutdown(json!({"model": "chat"})).await;
     assert_eq!(response.status(), 200);
+    let body = response.json::<Value>().await.unwrap();
     assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        json!({"message": "model stopped"})
+        body["message"], "model stopped",
+        "LocalAI's answer, plus what was freed"
+    );
+    assert!(
+        body["freed"]["rss_before"].as_u64() >= Some(8 * 1024 * 1024),
+        "{body}"
     );
     assert!(
         !process_exists(pid),
