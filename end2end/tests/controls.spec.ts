@@ -77,12 +77,12 @@ async function sidewaysOverflow(page: Page): Promise<number> {
 }
 
 test.describe('layout', () => {
-  test('the stacked memory bar adds up to the total it shows', async ({ page }) => {
+  test('the stacked memory bar adds up to the reported total it shows', async ({ page }) => {
     const panel = new PanelPage(page);
     await panel.goto();
     const memory = panel.row('demo-chat').locator('.memory');
-    await expect(memory.locator('.memory-total')).toBeVisible();
-    const total = Number(await memory.locator('.memory-total').getAttribute('data-bytes'));
+    await expect(memory.locator('.reported-total')).toBeVisible();
+    const total = Number(await memory.locator('.reported-total').getAttribute('data-bytes'));
     const parts = await memory
       .locator('.legend .part-value')
       .evaluateAll((els) => els.map((el) => Number(el.getAttribute('data-bytes'))));

@@ -37,7 +37,10 @@ test("LocalAI's documented curl examples work against the embedded default", asy
 
   const shutdown = curl('-X', 'POST', `${base}/backend/shutdown`, '-H', 'Content-Type: application/json', '-d', '{"model": "demo-legacy"}');
   expect(shutdown.status).toBe(200);
-  expect(shutdown.body).toEqual({ message: 'model stopped' });
+  // LocalAI's answer, with what the stop released added beside it.
+  expect(shutdown.body.message).toBe('model stopped');
+  expect(Object.keys(shutdown.body).sort()).toEqual(['freed', 'message']);
+  expect(shutdown.body.freed.rss_before).toBeGreaterThan(48 * 1024 * 1024);
 
   const gone = curl(`${base}/backend/monitor`, '-H', 'Content-Type: application/json', '-d', '{"model": "demo-legacy"}');
   expect(gone.status).toBe(500);
