@@ -115,6 +115,8 @@ pub struct Registry {
     settings: Arc<Settings>,
     sampler: ProcessSampler,
     metrics: Arc<Metrics>,
+    /// When the observations were last looked at (observation slows down when nobody does).
+    watchers: Arc<observe::Watchers>,
 }
 
 impl Registry {
@@ -126,6 +128,7 @@ impl Registry {
         let sampler = ProcessSampler::start(crate::gpu::Gpus::probe());
         let shim = Arc::new(shim);
         let metrics = Arc::new(Metrics::new(specs.iter().map(|s| s.name.as_str())));
+        let watchers = Arc::new(observe::Watchers::new());
         let models = specs
             .into_iter()
             .map(|spec| {
@@ -142,6 +145,7 @@ impl Registry {
                     Arc::clone(&settings),
                     sampler.clone(),
                     Arc::clone(&metrics),
+                    Arc::clone(&watchers),
                 ));
                 handle
             })
@@ -152,6 +156,7 @@ impl Registry {
             settings,
             sampler,
             metrics,
+            watchers,
         })
     }
 
@@ -271,6 +276,7 @@ impl Registry {
 
     /// The log lines of a model after `since` (see [`LogPage`]).
     pub fn logs(&self, name: &str, since: u64) -> Result<LogPage, RegistryError> {
+        self.watchers.looked();
         Ok(self.find(name)?.logs.since(since))
     }
 
@@ -288,6 +294,7 @@ impl Registry {
 
 impl BackendDirectory for Registry {
     fn snapshot(&self) -> PanelSnapshot {
+        self.watchers.looked();
         let backends = self.summaries();
         let host = self.host.latest().map(|host| HostStats {
             backends_memory: backends
@@ -308,6 +315,7 @@ impl BackendDirectory for Registry {
     }
 
     fn detail(&self, name: &str, logs_since: u64) -> Option<ModelDetail> {
+        self.watchers.looked();
         let model = self.find(name).ok()?;
         Some(ModelDetail {
             summary: summarize(model),

@@ -13,8 +13,10 @@ use app::snapshot::{
     StatusFailureKind,
 };
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// History points kept per backend (10 minutes at the default 1 s poll interval).
 pub(super) const HISTORY_POINTS: usize = 600;
@@ -133,29 +135,76 @@ impl Observed {
     }
 }
 
-/// Observes one model every poll interval while it runs, until its owner is gone.
+/// How long after the last look (panel, API, CLI, scrape) observation slows down.
+const UNWATCHED_AFTER: Duration = Duration::from_secs(60);
+
+/// How much slower observation is while nobody looks.
+const UNWATCHED_SLOWDOWN: u32 = 5;
+
+/// When somebody last looked at the observations (a panel, an API or CLI reader, a scrape):
+/// while nobody has for [`UNWATCHED_AFTER`], observers poll [`UNWATCHED_SLOWDOWN`] times less
+/// often, and the next look wakes them at once.
+#[derive(Debug)]
+pub(crate) struct Watchers {
+    started: Instant,
+    /// Milliseconds after `started` of the last look.
+    last_look_ms: AtomicU64,
+    woken: Notify,
+}
+
+impl Watchers {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_look_ms: AtomicU64::new(0),
+            woken: Notify::new(),
+        }
+    }
+
+    /// Somebody looked: observers go back to their full pace (at once, if they had slowed).
+    pub(crate) fn looked(&self) {
+        let now = self.elapsed_ms();
+        let before = self.last_look_ms.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(before) >= UNWATCHED_AFTER.as_millis() as u64 {
+            self.woken.notify_waiters();
+        }
+    }
+
+    fn watched(&self) -> bool {
+        let since = self
+            .elapsed_ms()
+            .saturating_sub(self.last_look_ms.load(Ordering::Relaxed));
+        since < UNWATCHED_AFTER.as_millis() as u64
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Observes one model every poll interval while it runs (slower while nobody looks), until its
+/// owner is gone. Each pause varies by up to a tenth, and the first starts at a random point of
+/// the interval, so the models' calls spread out instead of firing in one burst.
 pub(super) async fn observe_forever(
     model: ModelHandle,
     settings: Arc<Settings>,
     sampler: ProcessSampler,
     metrics: Arc<Metrics>,
+    watchers: Arc<Watchers>,
 ) {
     let mut views = model.subscribe();
     // The run whose backend answered UNIMPLEMENTED to `GetMetrics`: not asked again.
     let mut without_generation = None;
-    let mut ticker = tokio::time::interval(settings.poll_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::time::sleep(settings.poll_interval.mul_f64(rand::random::<f64>())).await;
     loop {
         let view = views.borrow_and_update().clone();
         if view.lifecycle != Lifecycle::Running {
+            // Observe a backend that has just come up at once.
             if views.changed().await.is_err() {
                 return;
             }
-            // Observe a backend that has just come up at once.
-            ticker.reset_immediately();
             continue;
         }
-        ticker.tick().await;
         let ask_generation = without_generation != Some(view.run);
         let (observation, generation) = observe(
             &model.spec.name,
@@ -170,6 +219,17 @@ pub(super) async fn observe_forever(
             without_generation = Some(view.run);
         }
         model.observed.record(view.run, observation);
+        let watched = watchers.watched();
+        let pace = if watched {
+            settings.poll_interval
+        } else {
+            settings.poll_interval * UNWATCHED_SLOWDOWN
+        };
+        let pause = pace.mul_f64(rand::random_range(0.9..1.1));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = watchers.woken.notified(), if !watched => {}
+        }
     }
 }
 
@@ -251,6 +311,29 @@ mod tests {
             history[HISTORY_POINTS - 1].at_unix_ms,
             HISTORY_POINTS as u64 + 24
         );
+    }
+
+    #[tokio::test]
+    async fn observers_slow_down_after_a_minute_unwatched_and_a_look_wakes_them() {
+        let watchers = Arc::new(Watchers {
+            started: Instant::now() - UNWATCHED_AFTER * 2,
+            last_look_ms: AtomicU64::new(0),
+            woken: Notify::new(),
+        });
+        assert!(!watchers.watched(), "nobody looked for two minutes");
+        let waiting = {
+            let watchers = Arc::clone(&watchers);
+            tokio::spawn(async move { watchers.woken.notified().await })
+        };
+        tokio::task::yield_now().await;
+        watchers.looked();
+        assert!(watchers.watched());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the look wakes a slowed observer")
+            .expect("the waiter ran");
+        // A fresh server counts as watched: its first minute is at full pace.
+        assert!(Watchers::new().watched());
     }
 
     #[test]
