@@ -4,7 +4,9 @@ use crate::chart::{self, Chart};
 use crate::format;
 use crate::live;
 use crate::snapshot::{HistoryPoint, LOG_LINES_KEPT, LogStream, ModelDetail};
-use crate::widgets::{ActionButton, Badges, MemoryCell, ProcessInfo, ProcessTree};
+use crate::widgets::{
+    ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo, ProcessTree,
+};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
@@ -83,6 +85,11 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
         <header class="model-header">
             <h1>{name.clone()}</h1>
             <div class="badges">{move || summary.with(|s| view! { <Badges lifecycle=s.lifecycle observation=s.observation.clone() /> })}</div>
+            <div class="model-activity">
+                {move || summary.with(|s| s.activity.clone()).map(|activity| view! { <ActivityBars activity /> })}
+                {move || summary.with(|s| s.observation.as_ref().and_then(|o| o.generation.clone()))
+                    .map(|generation| view! { <GenerationText generation /> })}
+            </div>
             <div class="actions">
                 {move || {
                     let (lifecycle, kind, refused) = controls.get();

@@ -7,7 +7,8 @@
 //! UNIMPLEMENTED, like many real backends, to exercise the OS fallback; `--status-delay` makes
 //! `Status` hang, like a stuck backend; `--load-delay` makes `LoadModel` slow;
 //! `--report-busy` makes it report BUSY once loaded; `--tokens-per-second` makes `GetMetrics`
-//! report generation at that speed since the load (UNIMPLEMENTED with `--status-unimplemented`).
+//! report generation at that speed since the load (without it, or with
+//! `--status-unimplemented`, `GetMetrics` answers UNIMPLEMENTED, as most backends do).
 //! Like other real backends: `--report-no-memory` answers `Status` without memory (LocalAI's
 //! Python backends), `--report-virtual-total` reports its virtual size as the total and RSS as
 //! `gopsutil-RSS` (LocalAI's Go backends), and `--worker-mib N` starts a worker process holding
@@ -53,7 +54,7 @@ struct Args {
     /// Take this long to answer LoadModel, e.g. `2s` (a slow model load).
     #[arg(long, value_parser = humantime::parse_duration)]
     load_delay: Option<Duration>,
-    /// Report through GetMetrics that tokens are generated at this speed since the load.
+    /// Implement GetMetrics, reporting tokens generated at this speed since the load.
     #[arg(long, default_value_t = 0.0)]
     tokens_per_second: f32,
     /// Answer Status READY without any memory.
@@ -243,7 +244,7 @@ impl Backend for Demo {
         &self,
         _: Request<MetricsRequest>,
     ) -> Result<Response<MetricsResponse>, Status> {
-        if self.status_unimplemented {
+        if self.status_unimplemented || self.tokens_per_second == 0.0 {
             return Err(Status::unimplemented(
                 "GetMetrics is not implemented by this backend",
             ));
