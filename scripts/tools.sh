@@ -2,6 +2,8 @@
 # Sourced by scripts/run.sh and scripts/test.sh. Works on a fresh Debian machine with rustup.
 
 CARGO_LEPTOS_VERSION=0.3.10
+# The HTTP load generator of the benchmarks (scripts/bench.sh).
+OHA_VERSION=1.16.0
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 
@@ -68,5 +70,14 @@ ensure_tools() {
      [ "$root/end2end/package-lock.json" -nt "$root/end2end/node_modules/.package-lock.json" ]; then
     log "installing npm packages (Playwright, binaryen)"
     (cd "$root/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+  fi
+}
+
+# oha, the HTTP load generator the benchmarks use (only scripts/bench.sh needs it).
+ensure_oha() {
+  if ! oha --version 2>/dev/null | grep -q " $OHA_VERSION\$"; then
+    log "installing oha $OHA_VERSION"
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+      cargo install oha --version "$OHA_VERSION" --locked
   fi
 }

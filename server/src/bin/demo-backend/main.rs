@@ -69,6 +69,13 @@ struct Args {
     /// Be that worker: hold this many MiB until the parent dies.
     #[arg(long, hide = true)]
     be_worker: Option<usize>,
+    /// Also serve on this many more loopback ports (one process standing in for many
+    /// backends, for benchmarks); their addresses go to `--addrs-file`, one per line.
+    #[arg(long, default_value_t = 0, requires = "addrs_file")]
+    also_listen: usize,
+    /// Where `--also-listen` writes its addresses.
+    #[arg(long)]
+    addrs_file: Option<std::path::PathBuf>,
 }
 
 /// A loaded "model": buffers that really occupy memory.
@@ -326,12 +333,35 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Serves `demo` on `count` more loopback ports and writes their addresses to `file`.
+async fn also_listen(
+    demo: &Arc<Demo>,
+    count: usize,
+    file: Option<&std::path::Path>,
+) -> std::io::Result<()> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let mut addresses = String::new();
+    for _ in 0..count {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addresses.push_str(&format!("{}\n", listener.local_addr()?));
+        let service = BackendServer::from_arc(Arc::clone(demo));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+    }
+    std::fs::write(file, addresses)
+}
+
 async fn serve(args: Args) -> std::process::ExitCode {
     let Some(addr) = args.addr else {
         eprintln!("demo-backend: --addr is required");
         return std::process::ExitCode::FAILURE;
     };
-    let demo = Demo {
+    let demo = Arc::new(Demo {
         status_unimplemented: args.status_unimplemented,
         status_delay: args.status_delay,
         load_delay: args.load_delay,
@@ -340,10 +370,14 @@ async fn serve(args: Args) -> std::process::ExitCode {
         report_no_memory: args.report_no_memory,
         report_virtual_total: args.report_virtual_total,
         loaded: Arc::new(Mutex::new(None)),
-    };
+    });
+    if let Err(e) = also_listen(&demo, args.also_listen, args.addrs_file.as_deref()).await {
+        eprintln!("demo-backend: cannot listen on more ports: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     eprintln!("demo-backend listening on {addr}");
     let served = tonic::transport::Server::builder()
-        .add_service(BackendServer::new(demo))
+        .add_service(BackendServer::from_arc(Arc::clone(&demo)))
         .serve_with_shutdown(addr, terminated(args.ignore_sigterm))
         .await;
     match served {

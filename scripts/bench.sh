@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Measures the hot paths against their floors and writes BENCHMARKS.md: builds everything in
+# release mode, installs oha (the HTTP load generator) when missing, then runs
+# server/benches/hot_paths.rs. Takes a few minutes; keep the machine otherwise idle.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/tools.sh
+ensure_tools
+ensure_oha
+command -v gzip >/dev/null || { log "installing gzip"; apt_install gzip; }
+
+log "release build (server, demo backend, WebAssembly bundle)"
+cargo leptos build --release
+
+log "benchmarks"
+cargo bench -p server --bench hot_paths -- --out "$PWD/BENCHMARKS.md"
