@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -488,6 +488,14 @@ pub async fn guard(
     }
 }
 
+/// An oversized body up to this size is read to its end (and dropped) before the 413 is sent:
+/// a client still sending would otherwise see its connection reset instead of the answer. A
+/// larger one is cut short and its connection closed.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// How long reading an oversized body to its end may take.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// Reads the whole body, refusing more than `limit` bytes, so that no handler (server
 /// functions included) ever sees a larger one.
 async fn read_body(request: Request, limit: usize) -> Result<Request, ApiError> {
@@ -497,22 +505,29 @@ async fn read_body(request: Request, limit: usize) -> Result<Request, ApiError> 
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let (parts, mut body) = request.into_parts();
     if declared.is_some_and(|length| length > limit as u64) {
+        drain(body).await;
         return Err(too_large());
     }
-    let (parts, body) = request.into_parts();
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                drain(body).await;
+                return Err(too_large());
             }
-        })?
-        .to_bytes();
+            bytes.extend_from_slice(&data);
+        }
+    }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Reads and drops what is left of a body, up to [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`].
+async fn drain(body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIME, Limited::new(body, DRAIN_LIMIT).collect()).await;
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
