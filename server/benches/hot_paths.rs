@@ -20,8 +20,9 @@ const SERVER: &str = env!("CARGO_BIN_EXE_backend-monitor");
 const DEMO: &str = env!("CARGO_BIN_EXE_demo-backend");
 /// Runs of each measurement; the report gives their median and range.
 const RUNS: usize = 3;
-/// Concurrency of the latency measurements (HTTP and gRPC alike).
-const CONCURRENCY: usize = 4;
+/// Concurrency of the latency measurements (HTTP and gRPC alike): one at a time, so latency is
+/// not queueing on this small machine.
+const CONCURRENCY: usize = 1;
 /// Requests per latency run.
 const REQUESTS: usize = 3000;
 
