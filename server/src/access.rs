@@ -512,8 +512,8 @@ async fn read_body(request: Request, limit: usize) -> Result<Request, ApiError> 
     }
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > limit {
                 drain(body).await;
