@@ -21,13 +21,11 @@ struct Lines {
 }
 
 impl LogBuffer {
-    /// An empty buffer keeping at most `capacity` lines.
+    /// An empty buffer keeping at most `capacity` lines. Nothing is allocated before the first
+    /// line (external backends never write any), then room for all `capacity` at once.
     pub fn new(capacity: usize) -> Self {
         Self {
-            lines: Mutex::new(Lines {
-                kept: VecDeque::with_capacity(capacity),
-                last_seq: 0,
-            }),
+            lines: Mutex::new(Lines::default()),
             capacity,
         }
     }
@@ -43,6 +41,9 @@ impl LogBuffer {
             text.push('…');
         }
         let mut lines = self.lock();
+        if lines.kept.capacity() == 0 {
+            lines.kept.reserve_exact(self.capacity);
+        }
         if lines.kept.len() == self.capacity {
             lines.kept.pop_front();
         }

@@ -31,9 +31,47 @@ pub(crate) struct Observed {
 struct Inner {
     /// The latest observation and the run it belongs to.
     latest: Option<(u64, Observation)>,
-    history: VecDeque<HistoryPoint>,
+    history: VecDeque<Point>,
     /// When the backend last reported BUSY (for idle auto-stop and the panel).
     last_busy: Option<LastBusy>,
+}
+
+/// A history point as kept: 24 bytes where [`HistoryPoint`] takes 48 (1,000 models keep 600
+/// points each).
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    at_unix_ms: u64,
+    /// `u64::MAX` for none.
+    memory_bytes: u64,
+    /// NaN for none.
+    cpu_percent: f32,
+    busy: Option<bool>,
+}
+
+impl Point {
+    fn of(observation: &Observation) -> Self {
+        Self {
+            at_unix_ms: observation.at_unix_ms,
+            memory_bytes: observation.memory_bytes().unwrap_or(u64::MAX),
+            cpu_percent: observation
+                .process
+                .as_ref()
+                .map_or(f32::NAN, |p| p.cpu_percent as f32),
+            busy: observation
+                .status
+                .as_ref()
+                .map(|s| s.state == BackendState::Busy),
+        }
+    }
+
+    fn expand(self) -> HistoryPoint {
+        HistoryPoint {
+            at_unix_ms: self.at_unix_ms,
+            memory_bytes: (self.memory_bytes != u64::MAX).then_some(self.memory_bytes),
+            cpu_percent: (!self.cpu_percent.is_nan()).then_some(f64::from(self.cpu_percent)),
+            busy: self.busy,
+        }
+    }
 }
 
 /// When a backend was last seen BUSY.
@@ -52,19 +90,8 @@ impl Observed {
 
     /// Records an observation of run `run` and adds it to the history.
     pub(super) fn record(&self, run: u64, observation: Observation) {
-        let point = HistoryPoint {
-            at_unix_ms: observation.at_unix_ms,
-            memory_bytes: observation.memory_bytes(),
-            cpu_percent: observation.process.as_ref().map(|p| p.cpu_percent),
-            busy: observation
-                .status
-                .as_ref()
-                .map(|s| s.state == BackendState::Busy),
-        };
-        let busy = observation
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state == BackendState::Busy);
+        let point = Point::of(&observation);
+        let busy = point.busy == Some(true);
         let mut inner = self.lock();
         if busy {
             inner.last_busy = Some(LastBusy {
@@ -73,6 +100,10 @@ impl Observed {
             });
         }
         inner.latest = Some((run, observation));
+        if inner.history.capacity() == 0 {
+            // All at once: growing by doubling would leave room for 1,024.
+            inner.history.reserve_exact(HISTORY_POINTS);
+        }
         if inner.history.len() == HISTORY_POINTS {
             inner.history.pop_front();
         }
@@ -131,7 +162,7 @@ impl Observed {
 
     /// The history, oldest first.
     pub(super) fn history(&self) -> Vec<app::snapshot::HistoryPoint> {
-        self.lock().history.iter().cloned().collect()
+        self.lock().history.iter().map(|p| p.expand()).collect()
     }
 }
 
@@ -296,6 +327,24 @@ mod tests {
             at_unix_ms,
             ..Observation::default()
         }
+    }
+
+    #[test]
+    fn history_points_are_kept_in_24_bytes_and_come_back_whole() {
+        assert!(std::mem::size_of::<Point>() <= 24);
+        let observation = Observation {
+            at_unix_ms: 7,
+            measured: Some(app::snapshot::MeasuredMemory {
+                rss: 4096,
+                ..Default::default()
+            }),
+            ..Observation::default()
+        };
+        let point = Point::of(&observation).expand();
+        assert_eq!(point.at_unix_ms, 7);
+        assert_eq!(point.memory_bytes, Some(4096));
+        assert_eq!(point.cpu_percent, None);
+        assert_eq!(point.busy, None);
     }
 
     #[test]
