@@ -129,6 +129,7 @@ impl Registry {
         let shim = Arc::new(shim);
         let metrics = Arc::new(Metrics::new(specs.iter().map(|s| s.name.as_str())));
         let watchers = Arc::new(observe::Watchers::new());
+        let pace = observe::observation_pace(settings.poll_interval, specs.len());
         let models = specs
             .into_iter()
             .map(|spec| {
@@ -143,6 +144,7 @@ impl Registry {
                 tokio::spawn(observe::observe_forever(
                     handle.clone(),
                     Arc::clone(&settings),
+                    pace,
                     sampler.clone(),
                     Arc::clone(&metrics),
                     Arc::clone(&watchers),

@@ -172,6 +172,20 @@ const UNWATCHED_AFTER: Duration = Duration::from_secs(60);
 /// How much slower observation is while nobody looks.
 const UNWATCHED_SLOWDOWN: u32 = 5;
 
+/// Observations per second, all models together, before each model is observed less often
+/// than every `poll_interval` (1,000 models are then observed every 5 s rather than every
+/// second, which would cost a fifth of a core in `Status` calls alone).
+const OBSERVATIONS_PER_SECOND: u32 = 200;
+
+/// How often each of `models` models is observed: `poll_interval`, stretched so that all of
+/// them together stay within [`OBSERVATIONS_PER_SECOND`].
+pub(super) fn observation_pace(poll_interval: Duration, models: usize) -> Duration {
+    let models = u32::try_from(models).unwrap_or(u32::MAX);
+    let per_second = f64::from(models) / poll_interval.as_secs_f64().max(0.001);
+    let stretch = (per_second / f64::from(OBSERVATIONS_PER_SECOND)).max(1.0);
+    poll_interval.mul_f64(stretch)
+}
+
 /// When somebody last looked at the observations (a panel, an API or CLI reader, a scrape):
 /// while nobody has for [`UNWATCHED_AFTER`], observers poll [`UNWATCHED_SLOWDOWN`] times less
 /// often, and the next look wakes them at once.
@@ -219,6 +233,7 @@ impl Watchers {
 pub(super) async fn observe_forever(
     model: ModelHandle,
     settings: Arc<Settings>,
+    pace: Duration,
     sampler: ProcessSampler,
     metrics: Arc<Metrics>,
     watchers: Arc<Watchers>,
@@ -226,7 +241,7 @@ pub(super) async fn observe_forever(
     let mut views = model.subscribe();
     // The run whose backend answered UNIMPLEMENTED to `GetMetrics`: not asked again.
     let mut without_generation = None;
-    tokio::time::sleep(settings.poll_interval.mul_f64(rand::random::<f64>())).await;
+    tokio::time::sleep(pace.mul_f64(rand::random::<f64>())).await;
     loop {
         let view = views.borrow_and_update().clone();
         if view.lifecycle != Lifecycle::Running {
@@ -251,12 +266,12 @@ pub(super) async fn observe_forever(
         }
         model.observed.record(view.run, observation);
         let watched = watchers.watched();
-        let pace = if watched {
-            settings.poll_interval
+        let pause = if watched {
+            pace
         } else {
-            settings.poll_interval * UNWATCHED_SLOWDOWN
+            pace * UNWATCHED_SLOWDOWN
         };
-        let pause = pace.mul_f64(rand::random_range(0.9..1.1));
+        let pause = pause.mul_f64(rand::random_range(0.9..1.1));
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = watchers.woken.notified(), if !watched => {}
@@ -327,6 +342,18 @@ mod tests {
             at_unix_ms,
             ..Observation::default()
         }
+    }
+
+    #[test]
+    fn many_models_are_observed_less_often_within_the_budget() {
+        let second = Duration::from_secs(1);
+        assert_eq!(observation_pace(second, 2), second);
+        assert_eq!(observation_pace(second, 200), second);
+        assert_eq!(observation_pace(second, 1000), Duration::from_secs(5));
+        assert_eq!(
+            observation_pace(Duration::from_millis(200), 100),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
