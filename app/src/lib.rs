@@ -16,7 +16,6 @@ pub mod snapshot;
 pub mod widgets;
 
 use leptos::prelude::*;
-use leptos_meta::{Link, Meta, MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::{SsrMode, path};
 
@@ -28,9 +27,13 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <title>"backend-monitor"</title>
+                // Static tags in the server-only shell: no head management in the browser bundle.
+                <link id="leptos" rel="stylesheet" href="/pkg/backend-monitor.css" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
-                <MetaTags />
             </head>
             <body>
                 <App />
@@ -42,12 +45,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 /// The root component: header and the two routes.
 #[component]
 pub fn App() -> impl IntoView {
-    provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/backend-monitor.css" />
-        <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />
-        <Meta name="color-scheme" content="light dark" />
-        <Title text="backend-monitor" />
         <Router>
             <header class="topbar">
                 <A href="/" attr:class="brand">
@@ -77,6 +75,8 @@ pub fn App() -> impl IntoView {
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
+    // Panic messages in the console while developing; release builds leave the hook out.
+    #[cfg(debug_assertions)]
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(App);
 }
