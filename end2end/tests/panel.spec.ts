@@ -41,7 +41,22 @@ test.describe('the panel', () => {
     await expect(chat.locator('.memory-source')).toHaveText('measured');
     await expect(chat.locator('.reported-total')).toBeVisible();
     await expect(chat.getByTestId('reported-virtual')).toHaveCount(0);
-    await expect(page.getByTestId('running-count')).toHaveText('3 of 4');
+    await expect(page.getByTestId('running-count')).toHaveText('4 of 5');
+  });
+
+  test('shows the measured memory of a backend that reports none', async ({ page, request }) => {
+    const panel = new PanelPage(page);
+    await panel.goto();
+    await panel.waitForHydration();
+    const row = panel.row('demo-silent');
+    await expect(row.locator('.memory-source')).toHaveText('measured');
+    await expect(row.getByText('the backend reports no memory')).toBeVisible();
+    const shown = Number(await row.locator('.memory-total').getAttribute('data-bytes'));
+    expect(shown).toBeGreaterThan(40 * 1024 * 1024);
+    const api = await (await request.get('/api/backends')).json();
+    const silent = api.backends.find((b: { name: string }) => b.name === 'demo-silent');
+    expect(silent.observation.status.memory).toBeNull();
+    expect(Math.abs(shown - silent.observation.measured.rss)).toBeLessThan(silent.observation.measured.rss * 0.05);
   });
 
   test('shows generation speed where the backend reports it through GetMetrics', async ({ page }) => {
