@@ -282,7 +282,8 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     assert!(html.contains(r#"href="/models/my%20model%2Fv2""#), "{html}");
     let page = app.get("/models/my%20model%2Fv2").await;
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("<h1>my model/v2</h1>"));
+    // (Hydration markers may follow the text inside the heading.)
+    assert!(page.text().await.unwrap().contains("<h1>my model/v2<"));
     app.stop().await;
 }
 
