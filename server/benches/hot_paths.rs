@@ -78,7 +78,7 @@ impl Report {
             .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
             .unwrap_or_default();
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let memory = meminfo("MemTotal:").unwrap_or(0);
+        let memory = server::process::read_meminfo("MemTotal:").unwrap_or(0);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
         self.section("Machine", "");
         self.line(&format!(
@@ -535,15 +535,6 @@ fn cpu_while_polled(server: &Server, readers: usize, window: Duration) -> Result
 
 fn rss_mib(pid: u32) -> f64 {
     server::process::read_memory_info(pid).map_or(0.0, |m| m.rss as f64 / MIB)
-}
-
-fn meminfo(key: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
 }
 
 /// 6. The browser bundle: WASM + JS, raw and gzip (`gzip -9`, as a server would send it).

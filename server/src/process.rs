@@ -98,8 +98,11 @@ fn parse_stat(stat: &str) -> Option<Stat> {
 }
 
 /// Every process's `stat`, from one scan of `/proc`.
+#[derive(Default)]
 struct ProcessTable {
     stats: HashMap<u32, Stat>,
+    /// Each pid's children, built once per scan for every tree asked of it.
+    children: HashMap<u32, Vec<u32>>,
 }
 
 impl ProcessTable {
@@ -119,19 +122,24 @@ impl ProcessTable {
                 }
             }
         }
-        Self { stats }
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (&pid, stat) in &stats {
+            children.entry(stat.ppid).or_default().push(pid);
+        }
+        Self { stats, children }
     }
 
     /// Every descendant of `root` (children, their children…).
     fn descendants(&self, root: u32) -> Vec<u32> {
-        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (&pid, stat) in &self.stats {
-            children.entry(stat.ppid).or_default().push(pid);
-        }
         let mut found = Vec::new();
         let mut queue = vec![root];
         while let Some(parent) = queue.pop() {
-            for &child in children.get(&parent).map(Vec::as_slice).unwrap_or_default() {
+            for &child in self
+                .children
+                .get(&parent)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 found.push(child);
                 queue.push(child);
             }
@@ -408,8 +416,10 @@ impl ProcessSampler {
             (memory_info.rss as f64 * 100.0 / self.total_memory as f64) as f32
         };
         let gpu_memory = self
-            .tree(process)
-            .map(|tree| tree.gpu_memory)
+            .lock()
+            .trees
+            .get(&process)
+            .map(|tree| tree.gpu_memory.clone())
             .unwrap_or_default();
         Ok(ProcessMetrics {
             memory_info,
@@ -516,9 +526,7 @@ fn sample(state: &Mutex<SamplerState>, gpus: &Gpus, clock: Clock) {
         state.tracked.iter().map(|(p, t)| (*p, t.root)).collect()
     };
     let table = if tracked.is_empty() {
-        ProcessTable {
-            stats: HashMap::new(),
-        }
+        ProcessTable::default()
     } else {
         ProcessTable::scan()
     };
@@ -585,7 +593,7 @@ fn read_available_memory() -> Option<u64> {
 }
 
 /// One line of `/proc/meminfo` (its key with the colon), in bytes.
-fn read_meminfo(key: &str) -> Option<u64> {
+pub fn read_meminfo(key: &str) -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo
         .lines()
