@@ -49,6 +49,14 @@ for _ in $(seq 120); do
   sleep 1
 done
 snapshot=$(api /api/backends)
+if [ "${vram:-0}" -lt "$expected" ]; then
+  echo "backend-monitor never saw ${GIB} GiB on the torch backend; what the machine says:"
+  nvidia-smi || true
+  ldconfig -p | grep -i nvidia-ml || echo "no libnvidia-ml in ldconfig"
+  echo "$snapshot" | field "[b for b in d['backends'] if b['name']=='torch']" || true
+  api /system || true; echo
+  tail -20 "$WORK/server.log"
+fi
 smi=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits)
 echo "nvidia-smi compute apps (pid, MiB):"; echo "$smi"
 tree_pids=$(echo "$snapshot" | field "' '.join(str(p['pid']) for b in d['backends'] if b['name']=='torch' for p in b['observation']['measured']['processes'])")
@@ -59,6 +67,10 @@ for pid in $tree_pids; do
 done
 reported_mib=$((vram / 1024 / 1024))
 echo "backend-monitor: torch holds ${reported_mib} MiB of GPU memory; nvidia-smi: ${smi_mib} MiB for pids ${tree_pids}"
+
+# What a user sees while the backend holds the GPU: `ps` and the GPU series of /metrics.
+"$BIN/backend-monitor" ps --url "http://127.0.0.1:$PORT" || true
+api /metrics | grep -i gpu || true
 
 stop=$(api /backend/shutdown -H 'Content-Type: application/json' -d '{"model": "torch"}')
 echo "shutdown: $stop"
