@@ -7,6 +7,7 @@
 #![recursion_limit = "256"]
 
 pub mod chart;
+pub mod codec;
 pub mod directory;
 pub mod format;
 pub mod live;

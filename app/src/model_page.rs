@@ -28,8 +28,8 @@ pub async fn get_model(
 pub fn ModelPage() -> impl IntoView {
     let params = use_params_map();
     let name = move || params.with(|p| p.get("name").unwrap_or_default());
-    let initial = Resource::new(name, |name| get_model(name, 0));
-    let permissions = Resource::new(|| (), |_| crate::panel::get_permissions());
+    let initial = crate::codec::resource(name, |name| get_model(name, 0));
+    let permissions = crate::codec::resource(|| (), |_| crate::panel::get_permissions());
     view! {
         <p class="breadcrumb"><A href="/">"← All backends"</A></p>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>

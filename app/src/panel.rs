@@ -1,6 +1,6 @@
 //! The main page (`/`): one row per configured model, live totals, and the controls.
 
-use crate::format;
+use crate::format::{self, Fixed};
 use crate::live;
 use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
 use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
@@ -26,8 +26,8 @@ pub async fn get_permissions() -> Result<Permissions, ServerFnError> {
 /// The page: loads the first snapshot on the server, then keeps it fresh in the browser.
 #[component]
 pub fn PanelPage() -> impl IntoView {
-    let initial = Resource::new(|| (), |_| get_panel());
-    let permissions = Resource::new(|| (), |_| get_permissions());
+    let initial = crate::codec::resource(|| (), |_| get_panel());
+    let permissions = crate::codec::resource(|| (), |_| get_permissions());
     view! {
         <h1 class="page-title">"Backends"</h1>
         <Notice />
@@ -178,9 +178,12 @@ fn HostCard(host: HostStats) -> impl IntoView {
             }).collect_view()}
             <span class="caption">
                 {format!(
-                    "CPU {:.0} % of {} · load {one:.2} {five:.2} {fifteen:.2} · swap {} / {}",
-                    host.cpu_percent,
+                    "CPU {} % of {} · load {} {} {} · swap {} / {}",
+                    Fixed(f64::from(host.cpu_percent), 0),
                     host.cpus,
+                    Fixed(one, 2),
+                    Fixed(five, 2),
+                    Fixed(fifteen, 2),
                     format::bytes(host.swap_used),
                     format::bytes(host.swap_total)
                 )}
