@@ -94,24 +94,6 @@ pub fn time_of_day(unix_ms: u64) -> String {
     }
 }
 
-/// Percent-encodes a model name for use as one URL path segment.
-pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// The path of a model's page.
-pub fn model_path(name: &str) -> String {
-    format!("/models/{}", path_segment(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +102,7 @@ mod tests {
     fn fixed_rounds_to_the_given_decimals() {
         let cases = [
             (Fixed(2.35, 1), "2.4"),
-            (Fixed(3.14159, 2), "3.14"),
+            (Fixed(1.23456, 2), "1.23"),
             (Fixed(0.05, 2), "0.05"),
             (Fixed(12.0, 0), "12"),
             (Fixed(99.96, 1), "100.0"),
@@ -156,13 +138,6 @@ mod tests {
         assert_eq!(ago(0), "just now");
         assert_eq!(ago(3), "3s ago");
         assert_eq!(ago(125), "2m 05s ago");
-    }
-
-    #[test]
-    fn model_names_are_encoded_as_one_path_segment() {
-        assert_eq!(model_path("llama-3.1_8b~q4"), "/models/llama-3.1_8b~q4");
-        assert_eq!(model_path("a b/c?d"), "/models/a%20b%2Fc%3Fd");
-        assert_eq!(model_path("é"), "/models/%C3%A9");
     }
 
     #[test]

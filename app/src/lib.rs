@@ -11,14 +11,14 @@ pub mod codec;
 pub mod directory;
 pub mod format;
 pub mod live;
+pub mod location;
 pub mod model_page;
 pub mod panel;
 pub mod snapshot;
 pub mod widgets;
 
 use leptos::prelude::*;
-use leptos_router::components::{A, Route, Router, Routes};
-use leptos_router::{SsrMode, path};
+use location::{Location, Route};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -43,16 +43,23 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The root component: header and the two routes.
+/// The root component: the header and the page the URL names. Links between pages are plain
+/// links, answered by the server (see [`location`]).
 #[component]
 pub fn App() -> impl IntoView {
+    let page = match Location::current().route() {
+        Route::Panel => view! { <panel::PanelPage /> }.into_any(),
+        Route::Model(name) => view! { <model_page::ModelPage name /> }.into_any(),
+        Route::NotFound => {
+            view! { <h1>"Page not found"</h1><p><a href="/">"Back to the panel"</a></p> }.into_any()
+        }
+    };
     view! {
-        <Router>
             <header class="topbar">
-                <A href="/" attr:class="brand">
+                <a href="/" class="brand">
                     <img src="/favicon.svg" alt="" width="22" height="22" />
                     "backend-monitor"
-                </A>
+                </a>
                 <nav aria-label="API">
                     <a href="/api/backends">"JSON"</a>
                     <a href="/system">"System"</a>
@@ -60,15 +67,7 @@ pub fn App() -> impl IntoView {
                     <a href="/metrics">"Metrics"</a>
                 </nav>
             </header>
-            <main>
-                <Routes fallback=|| view! { <h1>"Page not found"</h1><p><a href="/">"Back to the panel"</a></p> }>
-                    // Async: the whole page is rendered before it is sent, so it is complete
-                    // without JavaScript (streamed Suspense chunks need a script to show up).
-                    <Route path=path!("") view=panel::PanelPage ssr=SsrMode::Async />
-                    <Route path=path!("/models/:name") view=model_page::ModelPage ssr=SsrMode::Async />
-                </Routes>
-            </main>
-        </Router>
+            <main>{page}</main>
     }
 }
 

@@ -8,8 +8,6 @@ use crate::widgets::{
     ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo, ProcessTree,
 };
 use leptos::prelude::*;
-use leptos_router::components::A;
-use leptos_router::hooks::use_params_map;
 
 /// One model with its history and its log lines after `logs_since` (all kept lines for 0);
 /// `None` when no model has that name.
@@ -25,22 +23,35 @@ pub async fn get_model(
 
 /// The page for the model named in the URL.
 #[component]
-pub fn ModelPage() -> impl IntoView {
-    let params = use_params_map();
-    let name = move || params.with(|p| p.get("name").unwrap_or_default());
-    let initial = crate::codec::resource(name, |name| get_model(name, 0));
+pub fn ModelPage(name: String) -> impl IntoView {
+    let initial = crate::codec::resource(
+        {
+            let name = name.clone();
+            move || name.clone()
+        },
+        |name| get_model(name, 0),
+    );
     let permissions = crate::codec::resource(|| (), |_| crate::panel::get_permissions());
+    let missing = format!("No model named {name:?} is configured.");
     view! {
-        <p class="breadcrumb"><A href="/">"← All backends"</A></p>
+        <p class="breadcrumb"><a href="/">"← All backends"</a></p>
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
+            {move || {
+                let missing = missing.clone();
+                Suspend::new(async move {
                 let can_control = permissions.await.is_ok_and(|p| p.can_control);
                 match initial.await {
                     Ok(Some(detail)) => view! { <ModelView initial=detail can_control /> }.into_any(),
-                    Ok(None) => view! { <h1>"No such model"</h1><p>{format!("No model named {:?} is configured.", name())}</p> }.into_any(),
+                    Ok(None) => {
+                        #[cfg(feature = "ssr")]
+                        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                            response.set_status(http::StatusCode::NOT_FOUND);
+                        }
+                        view! { <h1>"No such model"</h1><p>{missing}</p> }.into_any()
+                    }
                     Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load the model: {e}")}</p> }.into_any(),
                 }
-            })}
+            })}}
         </Suspense>
     }
 }
@@ -79,7 +90,7 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
     // The charts keep their elements (and so keyboard focus and the pointer) across refreshes.
     let memory_samples = Memo::new(move |_| samples(detail, |p| p.memory_bytes.map(|b| b as f64)));
     let cpu_samples = Memo::new(move |_| samples(detail, |p| p.cpu_percent));
-    let return_to = format::model_path(&name);
+    let return_to = crate::location::model_path(&name);
     let action_name = name.clone();
     view! {
         <header class="model-header">

@@ -5,8 +5,6 @@ use crate::live;
 use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
 use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
-use leptos_router::components::A;
-use leptos_router::hooks::use_query_map;
 
 /// Every configured backend, from the registry's cached observations.
 #[server(prefix = "/_panel", endpoint = "snapshot")]
@@ -46,17 +44,13 @@ pub fn PanelPage() -> impl IntoView {
 /// The outcome of a no-JavaScript form post, carried back in the query string.
 #[component]
 fn Notice() -> impl IntoView {
-    let query = use_query_map();
-    move || {
-        query.with(|q| {
-            if let Some(error) = q.get("error") {
-                Some(view! { <p class="banner error" role="alert">{error}</p> }.into_any())
-            } else {
-                q.get("notice").map(|notice| {
-                    view! { <p class="banner notice" role="status">{notice}</p> }.into_any()
-                })
-            }
-        })
+    let location = crate::location::Location::current();
+    if let Some(error) = location.query_value("error") {
+        Some(view! { <p class="banner error" role="alert">{error}</p> }.into_any())
+    } else {
+        location
+            .query_value("notice")
+            .map(|notice| view! { <p class="banner notice" role="status">{notice}</p> }.into_any())
     }
 }
 
@@ -211,13 +205,13 @@ fn BackendRow(
         })
     });
     let cell = move |render: fn(BackendSummary) -> AnyView| move || row.get().map(render);
-    let href = format::model_path(&name);
+    let href = crate::location::model_path(&name);
     let action_name = name.clone();
     let model_attr = name.clone();
     view! {
         <tr data-model=model_attr data-lifecycle=move || row.with(|r| r.as_ref().map(|b| b.lifecycle.as_str()))>
             <th scope="row" data-label="Model">
-                <A href=href>{name}</A>
+                <a href=href>{name}</a>
                 <span class="backend-label">
                     {move || row.with(|r| r.as_ref().map(|b| format!("{} · {}", b.backend, kind_word(b))))}
                 </span>

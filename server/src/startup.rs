@@ -10,14 +10,15 @@ use crate::metrics;
 use crate::openapi;
 use crate::registry::Registry;
 use app::directory::SharedDirectory;
-use app::{App, shell};
+use app::shell;
 use axum::body::Body;
 use axum::extract::FromRef;
 use axum::http::{Request, Response};
 use axum::{Router, middleware};
 use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
-use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos_axum::{AxumRouteListing, LeptosRoutes};
+use leptos_router::{Method, SsrMode};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -134,7 +135,12 @@ impl Application {
 /// Every route, behind the guard (host, cross-site, keys, body size, deadline) and the
 /// security headers; the layers wrap the fallback (static files, 404 page) too.
 fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    // The panel's pages (app::location picks the page from the path). Async: the whole page is
+    // rendered before it is sent, so it is complete without JavaScript (streamed Suspense chunks
+    // need a script to show up).
+    let routes = ["/", "/models/{name}"]
+        .map(|path| AxumRouteListing::new(path.to_owned(), SsrMode::Async, [Method::Get], []))
+        .to_vec();
     let directory: SharedDirectory = state.registry.clone();
     let options = state.leptos_options.clone();
     let context = move || {

@@ -284,6 +284,20 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
     assert_eq!(page.status(), 200);
     // (Hydration markers may follow the text inside the heading.)
     assert!(page.text().await.unwrap().contains("<h1>my model/v2<"));
+
+    // A model that is not configured, and a page that does not exist, are 404s with a page
+    // that says so.
+    let page = app.get("/models/ghost").await;
+    assert_eq!(page.status(), 404);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains(r#"No model named "ghost" is configured."#)
+    );
+    let page = app.get("/models/llm/extra").await;
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("Page not found"));
     app.stop().await;
 }
 
