@@ -26,3 +26,5 @@ scripts/bundle-size.sh
 
 log "end-to-end tests (Playwright + Chromium)"
 (cd end2end && npx playwright test)
+
+log "all checks passed"

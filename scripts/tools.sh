@@ -5,7 +5,21 @@ CARGO_LEPTOS_VERSION=0.3.10
 # The HTTP load generator of the benchmarks (scripts/bench.sh).
 OHA_VERSION=1.16.0
 
-log() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+# Each step is logged with the time since the script started, so a slow run shows where it went.
+log() { printf '\033[1;34m==>\033[0m [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+
+# `install_tool OPT_LEVEL ARGS…`: `cargo install ARGS…` with a cheaper release profile than the
+# tool's own (no LTO, 16 codegen units, the given opt-level), which more than halves the compile
+# time on a 2-core machine. The build tools (cargo-leptos, wasm-bindgen-cli) get opt-level 1:
+# orchestrating a build and rewriting one wasm file need no more. oha keeps 3: it is the load
+# generator of the benchmarks, and its own speed is part of what they measure.
+install_tool() {
+  local opt_level="$1"
+  shift
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL="$opt_level" CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install "$@"
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -45,10 +59,7 @@ ensure_tools() {
   if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION\$"; then
     log "installing cargo-leptos $CARGO_LEPTOS_VERSION"
     # no_downloads: fail clearly instead of fetching tool binaries from GitHub.
-    # Its own release profile (fat LTO, one codegen unit) more than doubles the compile time
-    # for a build tool whose speed does not matter here; the overrides keep it optimised.
-    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-      cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+    install_tool 1 cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
   fi
 
   # The wasm-bindgen CLI must match the library version pinned in Cargo.lock exactly.
@@ -57,7 +68,7 @@ ensure_tools() {
   if ! wasm-bindgen --version 2>/dev/null | grep -q " $wbg\$"; then
     log "installing wasm-bindgen-cli $wbg"
     # Not --locked: its lock file names a crate version the registry no longer serves.
-    cargo install wasm-bindgen-cli --version "$wbg"
+    install_tool 1 wasm-bindgen-cli --version "$wbg"
   fi
 
   if [ ! -x /usr/bin/chromium ]; then
@@ -77,7 +88,6 @@ ensure_tools() {
 ensure_oha() {
   if ! oha --version 2>/dev/null | grep -q " $OHA_VERSION\$"; then
     log "installing oha $OHA_VERSION"
-    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-      cargo install oha --version "$OHA_VERSION" --locked
+    install_tool 3 oha --version "$OHA_VERSION" --locked
   fi
 }
