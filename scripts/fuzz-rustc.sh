@@ -2,9 +2,12 @@
 # RUSTC_WORKSPACE_WRAPPER for scripts/fuzz.sh. Cargo runs it as `fuzz-rustc.sh <rustc> <args…>`
 # for workspace crates only; dependencies compile as usual and are shared with the debug build.
 # It adds libFuzzer's coverage instrumentation (the flags cargo-fuzz passes, less the sanitizer,
-# which needs nightly) to the crates that hold the fuzzed code: `server` (whose generic calls
-# into serde_json, serde_urlencoded and toml are compiled, and so instrumented, there) and the
-# fuzz targets themselves. `app` and `proto` compile unchanged.
+# which needs nightly) to the crates that hold the fuzzed code: `server` and the fuzz targets.
+# `app` and `proto` compile unchanged. opt-level 2 turns off the sharing of generic code with
+# (uninstrumented) dependencies, so serde_json's, serde_urlencoded's and toml's generic parsing
+# code is compiled, and instrumented, in `server`; it also runs ~1.5x faster. Debug assertions
+# and overflow checks stay on, as in cargo-fuzz.
+# Cargo does not see changes to this file: after editing it, `touch server/src/lib.rs`.
 set -euo pipefail
 rustc=$1
 shift
@@ -18,6 +21,7 @@ case " $* " in
         -Cllvm-args=-sanitizer-coverage-trace-compares \
         -Cllvm-args=-sanitizer-coverage-stack-depth \
         -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
+        -Copt-level=2 -Cdebug-assertions -Coverflow-checks \
         --cfg fuzzing
     ;;
 esac

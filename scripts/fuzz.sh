@@ -15,7 +15,11 @@ target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 
 bins=()
 for target in "${targets[@]}"; do bins+=(--bin "$target"); done
-RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/fuzz-rustc.sh" cargo build -p fuzz "${bins[@]}"
+# `-p server --lib --examples` (there are no examples) makes cargo resolve features as
+# `cargo test --workspace` does, dev-dependencies included, so every dependency it built is
+# reused as it is; only the workspace crates and libFuzzer are compiled here.
+RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/fuzz-rustc.sh" \
+    cargo build -p fuzz -p server --lib --examples "${bins[@]}"
 
 for target in "${targets[@]}"; do
     # New inputs go to a scratch corpus under the target dir; the committed seeds stay as they are.
