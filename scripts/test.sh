@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check: formatting, lints (server and WebAssembly sides), unit and integration tests,
-# the release build, and the end-to-end tests in Chromium. Installs missing tools first.
+# a short fuzzing run, the release build, and the end-to-end tests in Chromium. Installs missing
+# tools first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
@@ -17,6 +18,9 @@ cargo clippy -p app --no-default-features --features hydrate --target wasm32-unk
 
 log "cargo test"
 cargo test --workspace
+
+log "fuzzing (libFuzzer on stable, 15 s per target)"
+scripts/fuzz.sh 15
 
 log "release build (server, demo backend, WebAssembly bundle)"
 cargo leptos build --release

@@ -4,12 +4,10 @@
 //! release mode and installs `oha` (the HTTP load generator) first.
 //!
 //! HTTP numbers come from `oha` against the real release server; the gRPC floor from tonic
-//! clients with the same concurrency; in-process numbers from repeated timed loops (warm-up,
-//! then several runs, medians with their spread).
+//! clients with the same concurrency; in-process numbers from criterion (`benches/fallback.rs`,
+//! run first by `scripts/bench.sh`), read from its `estimates.json` files.
 
-use server::gpu::Gpus;
 use server::grpc::BackendClient;
-use server::process::{ProcessId, ProcessSampler};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,10 +34,17 @@ fn main() -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     let mut report = Report::new();
     report.machine()?;
-    monitor_against_floors(&runtime, &mut report)?;
-    fallback_against_full_refresh(&runtime, &mut report)?;
-    scale_memory_and_cpu(&mut report)?;
-    bundle(&mut report)?;
+    // `--fallback-only`: the machine and the fallback sections alone, from criterion's last run
+    // (seconds instead of minutes; for checking that section).
+    let fallback_only = std::env::args().any(|a| a == "--fallback-only");
+    if !fallback_only {
+        monitor_against_floors(&runtime, &mut report)?;
+    }
+    fallback_against_full_refresh(&mut report)?;
+    if !fallback_only {
+        scale_memory_and_cpu(&mut report)?;
+        bundle(&mut report)?;
+    }
     std::fs::write(&out, &report.text)?;
     println!("wrote {}", out.display());
     Ok(())
@@ -344,67 +349,18 @@ async fn direct_status(
 }
 
 /// 2. The process-metrics fallback per request, with 1 and 100 tracked processes, against a
-///    full `sysinfo` refresh of every process.
-fn fallback_against_full_refresh(
-    runtime: &tokio::runtime::Runtime,
-    report: &mut Report,
-) -> Result<(), Error> {
-    let _guard = runtime.enter();
-    let sampler = ProcessSampler::start(Gpus::probe());
-    let mut children: Vec<Child> = Vec::new();
-    for _ in 0..100 {
-        children.push(Command::new("sleep").arg("600").spawn()?);
-    }
-    let ids: Vec<ProcessId> = children
-        .iter()
-        .filter_map(|c| ProcessId::of(c.id()).ok())
-        .collect();
-    let timed = |f: &dyn Fn()| {
-        let runs: Vec<f64> = (0..RUNS)
-            .map(|_| {
-                let mut times: Vec<f64> = (0..2000)
-                    .map(|_| {
-                        let start = Instant::now();
-                        f();
-                        start.elapsed().as_secs_f64()
-                    })
-                    .collect();
-                times.sort_by(f64::total_cmp);
-                times[times.len() / 2]
-            })
-            .collect();
-        Spread::of(runs)
-    };
-    sampler.track(ids[0], ids[0].pid);
-    std::thread::sleep(Duration::from_millis(1500));
-    let one = timed(&|| {
-        let _ = sampler.metrics(ids[0]);
-    });
-    for id in &ids[1..] {
-        sampler.track(*id, id.pid);
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    let hundred = timed(&|| {
-        let _ = sampler.metrics(ids[50]);
-    });
-    let mut system = sysinfo::System::new()?;
-    let full: Vec<f64> = (0..RUNS * 5)
-        .map(|_| {
-            let start = Instant::now();
-            system.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    let full = Spread::of(full);
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+///    full `sysinfo` refresh of every process: criterion's results from `benches/fallback.rs`
+///    (`scripts/bench.sh` runs it first), median with its 95 % confidence interval.
+fn fallback_against_full_refresh(report: &mut Report) -> Result<(), Error> {
+    let dir = criterion_dir().join("fallback");
+    let one = criterion_median(&dir.join("1_tracked_process"))?;
+    let hundred = criterion_median(&dir.join("100_tracked_processes"))?;
+    let full = criterion_median(&dir.join("full_refresh"))?;
     report.section(
         "The process-metrics fallback",
-        "Per request: one tracked process's metrics (`/proc/<pid>/stat` check and `status` read), p50 of 2,000 calls per run; against one full `sysinfo` refresh of every process on the machine.",
+        "Per request: one tracked process's metrics (`/proc/<pid>/stat` check and `status` read); against one full `sysinfo` refresh of every process on the machine. Measured with criterion (`cargo bench -p server --bench fallback`): median, with its 95 % confidence interval.",
     );
-    report.line("| | p50 | ratio to the full refresh |\n|---|---|---|");
+    report.line("| | median | ratio to the full refresh |\n|---|---|---|");
     for (name, spread) in [
         ("1 tracked process", one),
         ("100 tracked processes", hundred),
@@ -417,6 +373,43 @@ fn fallback_against_full_refresh(
     }
     report.line(&format!("| full `sysinfo` refresh | {} | 1× |", full.ms()));
     Ok(())
+}
+
+/// Where criterion writes its results, found as criterion finds it: `$CRITERION_HOME`, else
+/// `criterion/` in `$CARGO_TARGET_DIR`, else in the workspace's `target/`.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        PathBuf::from(home)
+    } else if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        PathBuf::from(target).join("criterion")
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
+    }
+}
+
+/// The median of one criterion benchmark (`<dir>/new/estimates.json`, in nanoseconds) and its
+/// confidence interval, in seconds.
+fn criterion_median(dir: &Path) -> Result<Spread, Error> {
+    let path = dir.join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (run `cargo bench -p server --bench fallback` first)",
+            path.display()
+        )
+    })?;
+    let estimates: serde_json::Value = serde_json::from_str(&text)?;
+    let median = &estimates["median"];
+    let seconds = |value: &serde_json::Value| {
+        value
+            .as_f64()
+            .map(|ns| ns / 1e9)
+            .ok_or_else(|| format!("{}: no median in criterion's estimates", path.display()))
+    };
+    Ok(Spread {
+        median: seconds(&median["point_estimate"])?,
+        min: seconds(&median["confidence_interval"]["lower_bound"])?,
+        max: seconds(&median["confidence_interval"]["upper_bound"])?,
+    })
 }
 
 /// 3–5. Many backends (one hung): `/api/backends` and `/` latency, the server's RSS (and after a
