@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh
 ensure_tools
 ensure_oha
+ensure_twiggy
 command -v gzip >/dev/null || { log "installing gzip"; apt_install gzip; }
 
 log "release build (server, demo backend, WebAssembly bundle)"

@@ -4,6 +4,8 @@
 CARGO_LEPTOS_VERSION=0.3.10
 # The HTTP load generator of the benchmarks (scripts/bench.sh).
 OHA_VERSION=1.16.0
+# What the WebAssembly bundle is made of, in BENCHMARKS.md (scripts/bench.sh).
+TWIGGY_VERSION=0.8.0
 
 # Each step is logged with the time since the script started, so a slow run shows where it went.
 log() { printf '\033[1;34m==>\033[0m [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
@@ -89,5 +91,13 @@ ensure_oha() {
   if ! oha --version 2>/dev/null | grep -q " $OHA_VERSION\$"; then
     log "installing oha $OHA_VERSION"
     install_tool 3 oha --version "$OHA_VERSION" --locked
+  fi
+}
+
+# twiggy, the WebAssembly size profiler the benchmarks use to break the bundle down.
+ensure_twiggy() {
+  if ! twiggy --version 2>/dev/null | grep -q " $TWIGGY_VERSION\$"; then
+    log "installing twiggy $TWIGGY_VERSION"
+    install_tool 1 twiggy --version "$TWIGGY_VERSION" --locked
   fi
 }

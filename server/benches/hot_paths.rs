@@ -566,5 +566,120 @@ fn bundle(report: &mut Report) -> Result<(), Error> {
         total.1 as f64 / 1000.0
     ));
     let _ = std::io::stdout().flush();
+    if let Err(e) = bundle_contents(report) {
+        report.line(&format!("\n(twiggy could not break the bundle down: {e})"));
+    }
+    Ok(())
+}
+
+/// What the bundle's code is made of: `twiggy top` on the release WebAssembly made again with
+/// its names kept (`wasm-bindgen --keep-debug`, then `wasm-opt -Oz -g`, as cargo-leptos does
+/// without `-g`), grouped by crate, and its biggest items.
+fn bundle_contents(report: &mut Report) -> Result<(), Error> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let input = root.join("target/front/wasm32-unknown-unknown/wasm-release/app.wasm");
+    let dir = tempfile::tempdir()?;
+    let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<Vec<u8>, Error> {
+        let out = Command::new(program).args(args).output()?;
+        if !out.status.success() {
+            return Err(
+                format!("{program} failed: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
+        }
+        Ok(out.stdout)
+    };
+    let (bound, named) = (
+        dir.path().join("app_bg.wasm"),
+        dir.path().join("named.wasm"),
+    );
+    run(
+        "wasm-bindgen",
+        &[
+            "--target".as_ref(),
+            "web".as_ref(),
+            "--keep-debug".as_ref(),
+            "--out-dir".as_ref(),
+            dir.path().as_os_str(),
+            input.as_os_str(),
+        ],
+    )?;
+    run(
+        "wasm-opt",
+        &[
+            "-Oz".as_ref(),
+            "-g".as_ref(),
+            bound.as_os_str(),
+            "-o".as_ref(),
+            named.as_os_str(),
+        ],
+    )?;
+    let top = run(
+        "twiggy",
+        &[
+            "top".as_ref(),
+            "-n".as_ref(),
+            "1000000".as_ref(),
+            "-f".as_ref(),
+            "json".as_ref(),
+            named.as_os_str(),
+        ],
+    )?;
+    #[derive(serde::Deserialize)]
+    struct Item {
+        name: String,
+        shallow_size: u64,
+    }
+    let items: Vec<Item> = serde_json::from_slice(&top)?;
+    // Code and data only: the name section exists only in this copy.
+    let items: Vec<&Item> = items
+        .iter()
+        .filter(|i| !i.name.contains("\"function names\""))
+        .collect();
+    let total: u64 = items.iter().map(|i| i.shallow_size).sum();
+    const GROUPS: [(&str, &str); 9] = [
+        (
+            "hydrate_async",
+            "hydration of type-erased views (`hydrate_async`)",
+        ),
+        (
+            "serde",
+            "serde and serde_json (decoders of the shared types)",
+        ),
+        ("tachys", "tachys (Leptos rendering)"),
+        (
+            "reactive_graph",
+            "reactive_graph (Leptos signals and effects)",
+        ),
+        ("leptos", "leptos (components, Suspense)"),
+        ("app::", "the panel's own code (`app::`)"),
+        ("data segment", "data (strings, tables)"),
+        ("fmt", "core::fmt (formatting)"),
+        ("", "everything else (core, alloc, wasm-bindgen, dlmalloc…)"),
+    ];
+    let mut sizes = [0u64; GROUPS.len()];
+    for item in &items {
+        let group = GROUPS
+            .iter()
+            .position(|(key, _)| item.name.contains(key))
+            .unwrap_or(GROUPS.len() - 1);
+        sizes[group] += item.shallow_size;
+    }
+    report.line(&format!(
+        "\nWhat the {:.0} KB of code and data are (twiggy, names kept; an item counts in the first group its name matches):\n\n| group | KB | share |\n|---|---|---|",
+        total as f64 / 1000.0
+    ));
+    for ((_, label), size) in GROUPS.iter().zip(sizes) {
+        report.line(&format!(
+            "| {label} | {:.0} | {:.0} % |",
+            size as f64 / 1000.0,
+            size as f64 * 100.0 / total.max(1) as f64
+        ));
+    }
+    report.line("\nThe biggest items:\n\n| bytes | item |\n|---|---|");
+    for item in items.iter().take(15) {
+        let name = item.name.replace('|', "\\|");
+        let name: String = name.chars().take(110).collect();
+        report.line(&format!("| {} | `{name}` |", item.shallow_size));
+    }
     Ok(())
 }
