@@ -487,8 +487,9 @@ pub(crate) async fn healthz() -> Json<Health> {
 /// on a backend.
 #[utoipa::path(get, path = "/api/backends", tag = "backends",
     responses((status = 200, description = "Every model, in configuration order, and the host", body = PanelSnapshot)))]
-pub(crate) async fn backends(State(registry): State<Arc<Registry>>) -> Json<PanelSnapshot> {
-    Json(registry.snapshot())
+pub(crate) async fn backends(State(registry): State<Arc<Registry>>) -> Result<Response, ApiError> {
+    let json = registry.snapshot_json()?;
+    Ok(([(CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// One model, with its history and log lines

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// The metrics could not be written out.
     #[error("cannot encode the metrics: {0}")]
     Metrics(#[from] std::fmt::Error),
+    /// An answer could not be serialised to JSON.
+    #[error("cannot serialise the answer: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 impl ApiError {
@@ -75,7 +78,9 @@ impl ApiError {
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error"),
-            ApiError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::Metrics(_) | ApiError::Json(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
             // LocalAI answers 500 for unknown and unloaded models; scripts rely on it.
             ApiError::Registry(e) => match e {
                 RegistryError::UnknownModel(_) => {

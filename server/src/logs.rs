@@ -61,6 +61,11 @@ impl LogBuffer {
         self.lines.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The number of the last line written (0 before the first): it changes with every line.
+    pub fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
     /// The kept lines after `since` (every kept line for 0), and the cursors.
     pub fn since(&self, since: u64) -> LogPage {
         let lines = self.lock();

@@ -6,6 +6,7 @@
 //! owner a command and await its reply. The work runs in the owner, not in the request's future,
 //! so a client that disconnects changes nothing.
 
+mod json;
 mod model;
 mod observe;
 mod start;
@@ -117,6 +118,10 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// When the observations were last looked at (observation slows down when nobody does).
     watchers: Arc<observe::Watchers>,
+    /// Each model's summary as last serialised, in the order of `models`.
+    summaries: Vec<json::SummaryCache>,
+    /// When the registry started: summaries are kept for the rest of a second counted from it.
+    started: Instant,
 }
 
 impl Registry {
@@ -138,7 +143,7 @@ impl Registry {
                     settings: Arc::clone(&settings),
                     sampler: sampler.clone(),
                     logs: Arc::new(crate::logs::LogBuffer::new(app::snapshot::LOG_LINES_KEPT)),
-                    observed: Arc::new(observe::Observed::default()),
+                    observed: Arc::new(observe::Observed::new(observe::history_points(pace))),
                     shim: Arc::clone(&shim),
                 });
                 tokio::spawn(observe::observe_forever(
@@ -151,8 +156,13 @@ impl Registry {
                 ));
                 handle
             })
-            .collect();
+            .collect::<Vec<_>>();
         Arc::new(Self {
+            summaries: models
+                .iter()
+                .map(|_| json::SummaryCache::default())
+                .collect(),
+            started: Instant::now(),
             models,
             host: HostMonitor::start(),
             settings,
@@ -265,6 +275,39 @@ impl Registry {
     /// One summary per model, in configuration order.
     pub fn summaries(&self) -> Vec<BackendSummary> {
         self.models.iter().map(summarize).collect()
+    }
+
+    /// What [`BackendDirectory::snapshot`] answers, as JSON: each model's summary is serialised
+    /// again only when the model changed or a new second began (so countdowns and uptimes are
+    /// at most a second old), and copied otherwise.
+    pub fn snapshot_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        self.watchers.looked();
+        let second = self.started.elapsed().as_secs();
+        let backends = self
+            .models
+            .iter()
+            .zip(&self.summaries)
+            .map(|(model, cache)| {
+                let key = json::SummaryKey {
+                    view: model.view_version(),
+                    observed: model.observed.generation(),
+                    logs: model.logs.last_seq(),
+                    second,
+                };
+                cache.get_or_make(key, || json::SummaryJson::of(&summarize(model)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let host = self.host.latest().map(|host| HostStats {
+            backends_memory: backends.iter().filter_map(|b| b.running_rss).sum(),
+            gpus: self.sampler.gpus(),
+            ..host
+        });
+        json::write_snapshot(
+            &now_rfc3339(),
+            crate::clock::unix_ms(),
+            backends.iter().map(|b| &*b.json),
+            host.as_ref(),
+        )
     }
 
     /// Names and backend labels of running models (for LocalAI's `/system`).

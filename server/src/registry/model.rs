@@ -90,6 +90,8 @@ pub(super) struct Context {
 /// What the readers of a model see: published by its owner after every change.
 #[derive(Clone, Debug)]
 pub(crate) struct ModelView {
+    /// Counts the views published: it changes with every one.
+    pub(crate) version: u64,
     pub(crate) lifecycle: Lifecycle,
     /// Counts the starts, so observations of an earlier run are never shown for this one.
     pub(crate) run: u64,
@@ -133,6 +135,11 @@ impl ModelHandle {
     /// What the owner published last.
     pub(crate) fn view(&self) -> ModelView {
         self.view.borrow().clone()
+    }
+
+    /// The version of the view published last (see [`ModelView::version`]).
+    pub(crate) fn view_version(&self) -> u64 {
+        self.view.borrow().version
     }
 
     /// A receiver that wakes on every change of the view.
@@ -242,6 +249,7 @@ pub(super) fn spawn(context: Context) -> ModelHandle {
 
 fn initial_view(spec: &ModelSpec) -> ModelView {
     ModelView {
+        version: 0,
         lifecycle: Lifecycle::Stopped,
         run: 0,
         pid: None,
@@ -406,13 +414,15 @@ impl Owner {
             let idle_at = self.idle_deadline();
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(command) => self.on_command(command).await,
+                    // Boxed (as below): a start's futures take kilobytes, needed only while
+                    // they run, and an owner spends nearly all its time waiting.
+                    Some(command) => Box::pin(self.on_command(command)).await,
                     // Every handle is gone: the registry was dropped.
                     None => break,
                 },
-                Some((task, event)) = self.events.recv() => self.on_event(task, event).await,
+                Some((task, event)) = self.events.recv() => Box::pin(self.on_event(task, event)).await,
                 exit = exited(running) => self.on_unexpected_exit(exit),
-                () = sleep_until(restart_at) => self.restart().await,
+                () = sleep_until(restart_at) => Box::pin(self.restart()).await,
                 () = sleep_until(idle_at) => self.on_idle_deadline(),
             }
             self.publish();
@@ -898,7 +908,9 @@ impl Owner {
                 .map(|timeout| (timeout, self.idle_from.unwrap_or(run.since).max(run.since))),
             _ => None,
         };
+        let version = self.view.borrow().version + 1;
         self.view.send_replace(ModelView {
+            version,
             lifecycle,
             run: self.run,
             pid: run.and_then(|r| match &r.watched {

@@ -18,13 +18,26 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// History points kept per backend (10 minutes at the default 1 s poll interval).
+/// How far back the history goes (at the full pace of observation).
+const HISTORY_WINDOW: Duration = Duration::from_secs(600);
+
+/// History points kept per backend at most (10 minutes at the default 1 s poll interval).
 pub(super) const HISTORY_POINTS: usize = 600;
 
+/// History points kept per backend observed every `pace`: enough for [`HISTORY_WINDOW`], at
+/// most [`HISTORY_POINTS`] (1,000 models observed every 5 s keep 120 points each, not 600).
+pub(super) fn history_points(pace: Duration) -> usize {
+    let points = (HISTORY_WINDOW.as_secs_f64() / pace.as_secs_f64().max(0.001)).ceil();
+    // In range after the clamp, so the cast loses nothing.
+    points.clamp(1.0, HISTORY_POINTS as f64) as usize
+}
+
 /// The latest observation of a model and its recent history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Observed {
     inner: Mutex<Inner>,
+    /// History points kept.
+    points: usize,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +47,8 @@ struct Inner {
     history: VecDeque<Point>,
     /// When the backend last reported BUSY (for idle auto-stop and the panel).
     last_busy: Option<LastBusy>,
+    /// Counts the observations recorded.
+    generation: u64,
 }
 
 /// A history point as kept: 24 bytes where [`HistoryPoint`] takes 48 (1,000 models keep 600
@@ -84,6 +99,14 @@ pub(crate) struct LastBusy {
 }
 
 impl Observed {
+    /// Nothing observed yet; `points` history points will be kept.
+    pub(super) fn new(points: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            points,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -100,14 +123,20 @@ impl Observed {
             });
         }
         inner.latest = Some((run, observation));
+        inner.generation += 1;
         if inner.history.capacity() == 0 {
             // All at once: growing by doubling would leave room for 1,024.
-            inner.history.reserve_exact(HISTORY_POINTS);
+            inner.history.reserve_exact(self.points);
         }
-        if inner.history.len() == HISTORY_POINTS {
+        if inner.history.len() == self.points {
             inner.history.pop_front();
         }
         inner.history.push_back(point);
+    }
+
+    /// How many observations were recorded: it changes with every one.
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
     }
 
     /// The latest observation, if it belongs to run `run`.
@@ -252,14 +281,16 @@ pub(super) async fn observe_forever(
             continue;
         }
         let ask_generation = without_generation != Some(view.run);
-        let (observation, generation) = observe(
+        // Boxed: the calls' futures take kilobytes, needed only while they run, and 1,000
+        // observers spend nearly all their time asleep.
+        let (observation, generation) = Box::pin(observe(
             &model.spec.name,
             &view,
             &settings,
             &sampler,
             &metrics,
             ask_generation,
-        )
+        ))
         .await;
         if generation == Some(Err(CallError::Unimplemented)) {
             without_generation = Some(view.run);
@@ -357,6 +388,14 @@ mod tests {
     }
 
     #[test]
+    fn the_history_covers_ten_minutes_at_the_pace_of_observation() {
+        assert_eq!(history_points(Duration::from_secs(1)), HISTORY_POINTS);
+        assert_eq!(history_points(Duration::from_millis(200)), HISTORY_POINTS);
+        assert_eq!(history_points(Duration::from_secs(5)), 120);
+        assert_eq!(history_points(Duration::from_secs(3600)), 1);
+    }
+
+    #[test]
     fn history_points_are_kept_in_24_bytes_and_come_back_whole() {
         assert!(std::mem::size_of::<Point>() <= 24);
         let observation = Observation {
@@ -376,7 +415,7 @@ mod tests {
 
     #[test]
     fn the_history_keeps_the_last_points_only() {
-        let observed = Observed::default();
+        let observed = Observed::new(HISTORY_POINTS);
         for at in 0..HISTORY_POINTS as u64 + 25 {
             observed.record(1, observation(at));
         }
@@ -414,7 +453,7 @@ mod tests {
 
     #[test]
     fn an_observation_of_an_earlier_run_is_not_shown() {
-        let observed = Observed::default();
+        let observed = Observed::new(HISTORY_POINTS);
         observed.record(1, observation(7));
         assert_eq!(observed.latest(1).map(|o| o.at_unix_ms), Some(7));
         assert_eq!(observed.latest(2), None);
