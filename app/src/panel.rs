@@ -85,6 +85,7 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
             s.backends
                 .iter()
                 .map(|b| b.name.clone())
+                .enumerate()
                 .collect::<Vec<_>>()
         })
     });
@@ -136,8 +137,8 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
                     </tr>
                 </thead>
                 <tbody>
-                    <For each=move || names.get() key=|name| name.clone() let:name>
-                        <BackendRow name snapshot on_done can_control />
+                    <For each=move || names.get() key=|(_, name)| name.clone() let:entry>
+                        <BackendRow name=entry.1 position=entry.0 snapshot on_done can_control />
                     </For>
                 </tbody>
             </table>
@@ -187,17 +188,27 @@ fn HostCard(host: HostStats) -> impl IntoView {
 }
 
 /// One model's row. The name cell is static and the action cell only changes with the
-/// lifecycle, so focus and scroll survive the refreshes.
+/// lifecycle, so focus and scroll survive the refreshes. `position` is where the row's model was
+/// in the list when the row was made: looked at first, so a page of N rows costs N lookups, not
+/// N²/2 comparisons; the name decides, should the list have changed since.
 #[component]
 fn BackendRow(
     name: String,
+    position: usize,
     snapshot: RwSignal<PanelSnapshot>,
     on_done: Callback<()>,
     can_control: bool,
 ) -> impl IntoView {
     let key = name.clone();
-    let row =
-        Memo::new(move |_| snapshot.with(|s| s.backends.iter().find(|b| b.name == key).cloned()));
+    let row = Memo::new(move |_| {
+        snapshot.with(|s| {
+            s.backends
+                .get(position)
+                .filter(|b| b.name == key)
+                .or_else(|| s.backends.iter().find(|b| b.name == key))
+                .cloned()
+        })
+    });
     let controls = Memo::new(move |_| {
         row.with(|r| {
             r.as_ref()
