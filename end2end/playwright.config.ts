@@ -1,6 +1,6 @@
 import { defineConfig } from '@playwright/test';
 
-/** The release build made by `cargo leptos build --release` (scripts/test.sh runs it first). */
+/** The release build made by `scripts/build.sh` (scripts/test.sh runs it first). */
 const server = '../target/release/backend-monitor';
 
 /** First of the three ports the test servers use: 3210, or `E2E_PORT_BASE` (to run beside

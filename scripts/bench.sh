@@ -12,7 +12,7 @@ ensure_twiggy
 command -v gzip >/dev/null || { log "installing gzip"; apt_install gzip; }
 
 log "release build (server, demo backend, WebAssembly bundle)"
-cargo leptos build --release
+scripts/build.sh
 
 log "in-process benchmarks (criterion)"
 cargo bench -p server --bench fallback

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
 ensure_tools
-cargo leptos build --release
+scripts/build.sh
 log "panel: http://127.0.0.1:8080 (Ctrl-C stops it and every backend it started)"
 exec target/release/backend-monitor "$@"

@@ -23,7 +23,7 @@ log "fuzzing (libFuzzer on stable, 15 s per target)"
 scripts/fuzz.sh 15
 
 log "release build (server, demo backend, WebAssembly bundle)"
-cargo leptos build --release
+scripts/build.sh
 
 log "bundle size"
 scripts/bundle-size.sh

@@ -1,7 +1,6 @@
 # Installs what building and testing backend-monitor needs, skipping what is already there.
 # Sourced by scripts/run.sh and scripts/test.sh. Works on a fresh Debian machine with rustup.
 
-CARGO_LEPTOS_VERSION=0.3.10
 # The HTTP load generator of the benchmarks (scripts/bench.sh).
 OHA_VERSION=1.16.0
 # What the WebAssembly bundle is made of, in BENCHMARKS.md (scripts/bench.sh).
@@ -12,9 +11,10 @@ log() { printf '\033[1;34m==>\033[0m [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECON
 
 # `install_tool OPT_LEVEL ARGS…`: `cargo install ARGS…` with a cheaper release profile than the
 # tool's own (no LTO, 16 codegen units, the given opt-level), which more than halves the compile
-# time on a 2-core machine. The build tools (cargo-leptos, wasm-bindgen-cli) get opt-level 1:
-# orchestrating a build and rewriting one wasm file need no more. oha keeps 3: it is the load
-# generator of the benchmarks, and its own speed is part of what they measure.
+# time on a 2-core machine. wasm-bindgen-cli and twiggy get opt-level 1: rewriting one wasm file
+# needs no more. oha keeps 3: it is the load generator of the benchmarks, and its own speed is
+# part of what they measure. (cargo-leptos is not needed: scripts/build.sh does its release
+# build with these tools, where installing cargo-leptos meant ten minutes of compiling.)
 install_tool() {
   local opt_level="$1"
   shift
@@ -58,11 +58,6 @@ ensure_tools() {
     rustup target add wasm32-unknown-unknown
   fi
 
-  if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION\$"; then
-    log "installing cargo-leptos $CARGO_LEPTOS_VERSION"
-    # no_downloads: fail clearly instead of fetching tool binaries from GitHub.
-    install_tool 1 cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
-  fi
 
   # The wasm-bindgen CLI must match the library version pinned in Cargo.lock exactly.
   local wbg
@@ -78,10 +73,11 @@ ensure_tools() {
     apt_install chromium
   fi
 
-  # Playwright and binaryen's wasm-opt (Debian's binaryen is too old: its output fails to hydrate).
+  # Playwright, binaryen's wasm-opt (Debian's binaryen is too old: its output fails to hydrate) and
+  # esbuild (minifies the JS loader and the CSS in scripts/build.sh).
   if [ ! -f "$root/end2end/node_modules/.package-lock.json" ] ||
      [ "$root/end2end/package-lock.json" -nt "$root/end2end/node_modules/.package-lock.json" ]; then
-    log "installing npm packages (Playwright, binaryen)"
+    log "installing npm packages (Playwright, binaryen, esbuild)"
     (cd "$root/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
   fi
 }

@@ -532,11 +532,14 @@ fn rss_mib(pid: u32) -> f64 {
 
 /// 6. The browser bundle: WASM + JS, raw and gzip (`gzip -9`, as a server would send it).
 fn bundle(report: &mut Report) -> Result<(), Error> {
-    report.section("The browser bundle", "From `target/site/pkg` (`cargo leptos build --release`); the budget is 250 KB gzip for both together.");
+    report.section(
+        "The browser bundle",
+        "From `target/site/pkg` (`scripts/build.sh`); the budget is 250 KB gzip for both together.",
+    );
     let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/site/pkg");
     let mut total = (0u64, 0u64);
     report.line("| file | raw | gzip |\n|---|---|---|");
-    for name in ["backend-monitor.wasm", "backend-monitor.js"] {
+    for name in ["backend-monitor_bg.wasm", "backend-monitor.js"] {
         let path = pkg.join(name);
         let Ok(raw) = std::fs::metadata(&path).map(|m| m.len()) else {
             report.line(&format!("| {name} | not built | |"));
@@ -573,11 +576,11 @@ fn bundle(report: &mut Report) -> Result<(), Error> {
 }
 
 /// What the bundle's code is made of: `twiggy top` on the release WebAssembly made again with
-/// its names kept (`wasm-bindgen --keep-debug`, then `wasm-opt -Oz -g`, as cargo-leptos does
-/// without `-g`), grouped by crate, and its biggest items.
+/// its names kept (`wasm-bindgen --keep-debug`, then `wasm-opt -Oz -g`, as scripts/build.sh does
+/// without them), grouped by crate, and its biggest items.
 fn bundle_contents(report: &mut Report) -> Result<(), Error> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let input = root.join("target/front/wasm32-unknown-unknown/wasm-release/app.wasm");
+    let input = root.join("target/wasm32-unknown-unknown/wasm-release/app.wasm");
     let dir = tempfile::tempdir()?;
     let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<Vec<u8>, Error> {
         let out = Command::new(program).args(args).output()?;
