@@ -4,8 +4,8 @@
 # static assets). It does what `cargo leptos build --release` does for this project, with tools
 # that take seconds to install instead of cargo-leptos' ten minutes of compiling: cargo,
 # wasm-bindgen (the CLI matching Cargo.lock), binaryen's wasm-opt and esbuild (npm packages),
-# which scripts/tools.sh installs when missing. (`cargo leptos watch` still works for a
-# development loop, from the metadata in Cargo.toml, for those who install it.)
+# which scripts/tools.sh installs when missing. (Cargo.toml keeps cargo-leptos' metadata for
+# those who install it for `cargo leptos watch`; these scripts do not use it.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh
