@@ -4,7 +4,7 @@
 //! with the clock), so ten readers polling 1,000 models cost a copy each, not 1,000
 //! serialisations each.
 
-use app::snapshot::{BackendSummary, HostStats, Lifecycle};
+use app::snapshot::{BackendSummary, HostStats};
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,9 +35,7 @@ impl SummaryJson {
     pub(super) fn of(summary: &BackendSummary) -> Result<Self, serde_json::Error> {
         Ok(Self {
             json: serde_json::to_string(summary)?.into(),
-            running_rss: (summary.lifecycle == Lifecycle::Running)
-                .then(|| Some(summary.observation.as_ref()?.measured.as_ref()?.rss))
-                .flatten(),
+            running_rss: super::running_rss(summary),
         })
     }
 }
@@ -103,7 +101,7 @@ pub(super) fn write_snapshot<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use app::snapshot::{BackendKind, Observation, PanelSnapshot};
+    use app::snapshot::{BackendKind, Lifecycle, Observation, PanelSnapshot};
 
     fn summaries() -> Vec<BackendSummary> {
         let mut running = BackendSummary::new(

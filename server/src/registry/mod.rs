@@ -297,17 +297,22 @@ impl Registry {
                 cache.get_or_make(key, || json::SummaryJson::of(&summarize(model)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let host = self.host.latest().map(|host| HostStats {
-            backends_memory: backends.iter().filter_map(|b| b.running_rss).sum(),
-            gpus: self.sampler.gpus(),
-            ..host
-        });
+        let host = self.host_stats(backends.iter().filter_map(|b| b.running_rss).sum());
         json::write_snapshot(
             &now_rfc3339(),
             crate::clock::unix_ms(),
             backends.iter().map(|b| &*b.json),
             host.as_ref(),
         )
+    }
+
+    /// The host's latest sample, with the memory the running backends hold and each GPU.
+    fn host_stats(&self, backends_memory: u64) -> Option<HostStats> {
+        self.host.latest().map(|host| HostStats {
+            backends_memory,
+            gpus: self.sampler.gpus(),
+            ..host
+        })
     }
 
     /// Names and backend labels of running models (for LocalAI's `/system`).
@@ -341,16 +346,7 @@ impl BackendDirectory for Registry {
     fn snapshot(&self) -> PanelSnapshot {
         self.watchers.looked();
         let backends = self.summaries();
-        let host = self.host.latest().map(|host| HostStats {
-            backends_memory: backends
-                .iter()
-                .filter(|b| b.lifecycle == Lifecycle::Running)
-                .filter_map(|b| b.observation.as_ref()?.measured.as_ref())
-                .map(|m| m.rss)
-                .sum(),
-            gpus: self.sampler.gpus(),
-            ..host
-        });
+        let host = self.host_stats(backends.iter().filter_map(running_rss).sum());
         PanelSnapshot {
             generated_at: now_rfc3339(),
             generated_at_unix_ms: crate::clock::unix_ms(),
@@ -373,6 +369,15 @@ impl BackendDirectory for Registry {
 /// Seconds, rounded up, so a countdown shows 0 only when the time is over.
 fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The measured RSS of a running backend's process tree: what it adds to the memory the
+/// backends hold, in the host view.
+fn running_rss(summary: &BackendSummary) -> Option<u64> {
+    if summary.lifecycle != Lifecycle::Running {
+        return None;
+    }
+    Some(summary.observation.as_ref()?.measured.as_ref()?.rss)
 }
 
 fn summarize(model: &ModelHandle) -> BackendSummary {
