@@ -2,7 +2,7 @@
 //! axis relative to the newest sample, and, once hydrated, the nearest sample under the pointer
 //! (or chosen with the arrow keys). The pure helpers below do the arithmetic and are unit-tested.
 
-use crate::format::{self, Fixed};
+use crate::format;
 use leptos::prelude::*;
 
 /// Width and height of the plot's coordinate system, in SVG units. The SVG is stretched to its
@@ -62,14 +62,9 @@ pub fn percent_ticks(max: f64) -> Vec<f64> {
     value_ticks(max, VALUE_TICKS)
 }
 
-/// An SVG coordinate with one decimal (through [`Fixed`]: no float printing in the bundle).
-fn coord(value: f64) -> String {
-    Fixed(value, 1).to_string()
-}
-
 /// A number with at most two decimals and no trailing zeros: `2`, `2.5`, `0.25`.
 fn short_number(value: f64) -> String {
-    let text = Fixed(value, 2).to_string();
+    let text = format!("{value:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" {
         "0".to_owned()
@@ -255,13 +250,13 @@ pub fn Chart(
             <div class="chart-body">
                 <div class="y-axis" aria-hidden="true">
                     {move || scale.with(|sc| sc.value_ticks.iter().map(|v| {
-                        let bottom = format!("bottom: {}%", Fixed(sc.y(*v) * 100.0, 2));
+                        let bottom = format!("bottom: {:.2}%", sc.y(*v) * 100.0);
                         view! { <span style=bottom>{tick_label(*v)}</span> }
                     }).collect_view())}
                 </div>
                 <div class="plot">
                     <svg
-                        viewBox=format!("0 0 {} {}", coord(PLOT_W), coord(PLOT_H))
+                        viewBox=format!("0 0 {PLOT_W} {PLOT_H}")
                         preserveAspectRatio="none"
                         role="img"
                         tabindex="0"
@@ -277,19 +272,19 @@ pub fn Chart(
                     >
                         {move || scale.with(|sc| {
                             let rows = sc.value_ticks.iter().map(|v| {
-                                let y = coord(PLOT_H - sc.y(*v) * PLOT_H);
-                                view! { <line class="grid" x1="0" x2=coord(PLOT_W) y1=y.clone() y2=y vector-effect="non-scaling-stroke" /> }
+                                let y = PLOT_H - sc.y(*v) * PLOT_H;
+                                view! { <line class="grid" x1="0" x2=PLOT_W y1=y y2=y vector-effect="non-scaling-stroke" /> }
                             }).collect_view();
                             let columns = sc.time_ticks.iter().map(|before| {
-                                let x = coord(sc.x((sc.first + sc.span).saturating_sub(*before)) * PLOT_W);
-                                view! { <line class="grid" x1=x.clone() x2=x y1="0" y2=coord(PLOT_H) vector-effect="non-scaling-stroke" /> }
+                                let x = sc.x((sc.first + sc.span).saturating_sub(*before)) * PLOT_W;
+                                view! { <line class="grid" x1=x x2=x y1="0" y2=PLOT_H vector-effect="non-scaling-stroke" /> }
                             }).collect_view();
                             view! { {rows}{columns} }
                         })}
                         <polyline
                             points=move || samples.with(|s| scale.with(|sc| {
                                 s.iter()
-                                    .map(|(t, v)| format!("{},{}", coord(sc.x(*t) * PLOT_W), coord(PLOT_H - sc.y(*v) * PLOT_H)))
+                                    .map(|(t, v)| format!("{:.1},{:.1}", sc.x(*t) * PLOT_W, PLOT_H - sc.y(*v) * PLOT_H))
                                     .collect::<Vec<_>>()
                                     .join(" ")
                             }))
@@ -297,13 +292,13 @@ pub fn Chart(
                             vector-effect="non-scaling-stroke"
                         />
                         {move || selected.get().map(|(t, _)| {
-                            let x = coord(scale.with(|sc| sc.x(t)) * PLOT_W);
-                            view! { <line class="cursor" x1=x.clone() x2=x y1="0" y2=coord(PLOT_H) vector-effect="non-scaling-stroke" /> }
+                            let x = scale.with(|sc| sc.x(t)) * PLOT_W;
+                            view! { <line class="cursor" x1=x x2=x y1="0" y2=PLOT_H vector-effect="non-scaling-stroke" /> }
                         })}
                     </svg>
                     {move || selected.get().map(|(t, v)| {
                         let (x, y) = scale.with(|sc| (sc.x(t), sc.y(v)));
-                        let dot = format!("left: {}%; bottom: {}%", Fixed(x * 100.0, 2), Fixed(y * 100.0, 2));
+                        let dot = format!("left: {:.2}%; bottom: {:.2}%", x * 100.0, y * 100.0);
                         view! { <span class="marker" style=dot></span> }
                     })}
                     <div
@@ -316,9 +311,9 @@ pub fn Chart(
                                 .get()
                                 .map_or((0.0, 0.0), |(t, v)| scale.with(|sc| (sc.x(t), sc.y(v))));
                             let across = if x > 0.5 {
-                                format!("right: calc({}% + 10px)", Fixed((1.0 - x) * 100.0, 2))
+                                format!("right: calc({:.2}% + 10px)", (1.0 - x) * 100.0)
                             } else {
-                                format!("left: calc({}% + 10px)", Fixed(x * 100.0, 2))
+                                format!("left: calc({:.2}% + 10px)", x * 100.0)
                             };
                             let along = if y > 0.5 { "bottom: 0.3rem" } else { "top: 0.3rem" };
                             format!("{across}; {along}")
@@ -331,7 +326,7 @@ pub fn Chart(
                 </div>
                 <div class="x-axis" aria-hidden="true">
                     {move || scale.with(|sc| sc.time_ticks.iter().map(|before| {
-                        let left = format!("left: {}%", Fixed(sc.x((sc.first + sc.span).saturating_sub(*before)) * 100.0, 2));
+                        let left = format!("left: {:.2}%", sc.x((sc.first + sc.span).saturating_sub(*before)) * 100.0);
                         view! { <span style=left>{time_tick_label(*before)}</span> }
                     }).collect_view())}
                 </div>

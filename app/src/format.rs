@@ -1,32 +1,5 @@
 //! Human-readable numbers for the panel; pure functions, so server and browser render alike.
 
-/// `value` rounded to `decimals` digits (at most 6) after the point, for `format!`: `Fixed(2.35, 1)`
-/// shows `2.4`, `Fixed(-0.01, 1)` shows `0.0`. Integer arithmetic only, so the browser bundle
-/// carries none of `core::fmt`'s float printing (about 20 KB of WebAssembly before compression).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Fixed(pub f64, pub u32);
-
-impl std::fmt::Display for Fixed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Fixed(value, decimals) = *self;
-        if value.is_nan() {
-            return f.write_str("NaN");
-        }
-        let decimals = decimals.min(6);
-        let scale = 10u64.pow(decimals);
-        // `as` saturates: infinities and huge values print as u64::MAX units.
-        let scaled = (value.abs() * scale as f64).round() as u64;
-        if value < 0.0 && scaled != 0 {
-            f.write_str("-")?;
-        }
-        write!(f, "{}", scaled / scale)?;
-        if decimals > 0 {
-            write!(f, ".{:0width$}", scaled % scale, width = decimals as usize)?;
-        }
-        Ok(())
-    }
-}
-
 /// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `96.0 MiB`, `3.2 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -39,7 +12,7 @@ pub fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{} {}", Fixed(value, 1), UNITS[unit])
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A duration in seconds as `45s`, `12m 05s`, `3h 07m`, `2d 04h`.
@@ -66,7 +39,7 @@ pub fn ago(secs: u64) -> String {
 
 /// A percentage with one decimal: `12.5 %`.
 pub fn percent(value: f64) -> String {
-    format!("{} %", Fixed(value, 1))
+    format!("{value:.1} %")
 }
 
 /// The time of day of a Unix timestamp in milliseconds, `14:05:09`: in the browser's time zone
@@ -97,24 +70,6 @@ pub fn time_of_day(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fixed_rounds_to_the_given_decimals() {
-        let cases = [
-            (Fixed(2.35, 1), "2.4"),
-            (Fixed(1.23456, 2), "1.23"),
-            (Fixed(0.05, 2), "0.05"),
-            (Fixed(12.0, 0), "12"),
-            (Fixed(99.96, 1), "100.0"),
-            (Fixed(-1.26, 1), "-1.3"),
-            (Fixed(-0.01, 1), "0.0"),
-            (Fixed(0.0, 3), "0.000"),
-            (Fixed(f64::NAN, 1), "NaN"),
-        ];
-        for (fixed, text) in cases {
-            assert_eq!(fixed.to_string(), text, "{fixed:?}");
-        }
-    }
 
     #[test]
     fn bytes_use_binary_units() {

@@ -1,6 +1,6 @@
 //! The main page (`/`): one row per configured model, live totals, and the controls.
 
-use crate::format::{self, Fixed};
+use crate::format;
 use crate::live;
 use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
 use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
@@ -173,12 +173,9 @@ fn HostCard(host: HostStats) -> impl IntoView {
             }).collect_view()}
             <span class="caption">
                 {format!(
-                    "CPU {} % of {} · load {} {} {} · swap {} / {}",
-                    Fixed(f64::from(host.cpu_percent), 0),
+                    "CPU {:.0} % of {} · load {one:.2} {five:.2} {fifteen:.2} · swap {} / {}",
+                    host.cpu_percent,
                     host.cpus,
-                    Fixed(one, 2),
-                    Fixed(five, 2),
-                    Fixed(fifteen, 2),
                     format::bytes(host.swap_used),
                     format::bytes(host.swap_total)
                 )}

@@ -1,6 +1,6 @@
 //! Small view pieces shared by the list and the per-model page.
 
-use crate::format::{self, Fixed};
+use crate::format;
 use crate::live;
 use crate::snapshot::{
     Activity, BackendKind, BackendSummary, FreedMemory, Generation, Lifecycle, MeasuredMemory,
@@ -74,7 +74,7 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
             view! {
                 <span
                     class=format!("segment c{}", i % 6)
-                    style=format!("width: {}%", Fixed(width, 2))
+                    style=format!("width: {width:.2}%")
                     title=format!("{name}: {}", format::bytes(*value))
                 ></span>
             }
@@ -112,10 +112,7 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
 pub fn ActivityBars(activity: Activity) -> impl IntoView {
     let minutes = Activity::WINDOW_SECS / 60;
     let percent = (activity.busy_ratio * 100.0).round();
-    let summary = format!(
-        "busy {} % of the last {minutes} min",
-        Fixed(f64::from(percent), 0)
-    );
+    let summary = format!("busy {percent:.0} % of the last {minutes} min");
     let bars = activity
         .buckets
         .iter()
@@ -123,7 +120,7 @@ pub fn ActivityBars(activity: Activity) -> impl IntoView {
         .filter_map(|(i, bucket)| {
             let height = f32::from((*bucket)?.max(4)) / 100.0 * 10.0;
             Some(view! {
-                <rect x=i.to_string() y=Fixed(f64::from(10.0 - height), 1).to_string() width="0.8" height=Fixed(f64::from(height), 1).to_string() />
+                <rect x=i.to_string() y=format!("{:.1}", 10.0 - height) width="0.8" height=format!("{height:.1}") />
             })
         })
         .collect_view();
@@ -148,8 +145,8 @@ pub fn GenerationText(generation: Generation) -> impl IntoView {
     view! {
         <span class="generation" data-testid="generation">
             {format!(
-                "{} tokens/s · {} tokens generated",
-                Fixed(f64::from(generation.tokens_per_second), 1),
+                "{:.1} tokens/s · {} tokens generated",
+                generation.tokens_per_second,
                 generation.tokens_generated
             )}
         </span>
