@@ -7,21 +7,26 @@
 #![recursion_limit = "256"]
 
 pub mod chart;
-pub mod codec;
 pub mod directory;
 pub mod format;
 pub mod live;
 pub mod location;
 pub mod model_page;
+pub mod page_data;
 pub mod panel;
 pub mod snapshot;
 pub mod widgets;
 
 use leptos::prelude::*;
-use location::{Location, Route};
+use page_data::{Page, PageData};
 
-/// The HTML document around the app, rendered on the server.
+/// The HTML document around the app, rendered on the server: loads the page's data (see
+/// [`page_data`]), writes it into the head for the browser, and renders the app with it.
+#[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let data = PageData::load();
+    let json = data.script_json();
+    provide_context(data);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -33,6 +38,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // Static tags in the server-only shell: no head management in the browser bundle.
                 <link id="leptos" rel="stylesheet" href="/pkg/backend-monitor.css" />
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <script type="application/json" id=page_data::ELEMENT_ID inner_html=json></script>
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
             </head>
@@ -43,16 +49,33 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The root component: the header and the page the URL names. Links between pages are plain
-/// links, answered by the server (see [`location`]).
+/// The root component: the header and the page the URL names, drawn from the [`PageData`] in
+/// context. Links between pages are plain links, answered by the server (see [`location`]).
 #[component]
 pub fn App() -> impl IntoView {
-    let page = match Location::current().route() {
-        Route::Panel => view! { <panel::PanelPage /> }.into_any(),
-        Route::Model(name) => view! { <model_page::ModelPage name /> }.into_any(),
-        Route::NotFound => {
+    let data = use_context::<PageData>().unwrap_or_else(|| PageData {
+        page: Page::Unavailable("the page's data is missing".to_owned()),
+        can_control: false,
+    });
+    let can_control = data.can_control;
+    let page = match data.page {
+        Page::Panel(snapshot) => view! { <panel::PanelPage snapshot can_control /> }.into_any(),
+        Page::Model(detail) => {
+            view! { <model_page::ModelPage detail=*detail can_control /> }.into_any()
+        }
+        Page::NoSuchModel(name) => view! {
+            <p class="breadcrumb"><a href="/">"← All backends"</a></p>
+            <h1>"No such model"</h1>
+            <p>{format!("No model named {name:?} is configured.")}</p>
+        }
+        .into_any(),
+        Page::NotFound => {
             view! { <h1>"Page not found"</h1><p><a href="/">"Back to the panel"</a></p> }.into_any()
         }
+        Page::Unavailable(why) => view! {
+            <p class="error-message" role="alert">{format!("Cannot load this page: {why}")}</p>
+        }
+        .into_any(),
     };
     view! {
             <header class="topbar">
@@ -78,5 +101,9 @@ pub fn hydrate() {
     // Panic messages in the console while developing; release builds leave the hook out.
     #[cfg(debug_assertions)]
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
+    let data = PageData::from_document();
+    leptos::mount::hydrate_body(move || {
+        provide_context(data);
+        view! { <App /> }
+    });
 }

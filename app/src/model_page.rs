@@ -21,38 +21,13 @@ pub async fn get_model(
     Ok(directory.detail(&name, logs_since))
 }
 
-/// The page for the model named in the URL.
+/// The page for one model, drawn first from the detail the server loaded (see
+/// [`crate::page_data`]), then kept fresh in the browser.
 #[component]
-pub fn ModelPage(name: String) -> impl IntoView {
-    let initial = crate::codec::resource(
-        {
-            let name = name.clone();
-            move || name.clone()
-        },
-        |name| get_model(name, 0),
-    );
-    let permissions = crate::codec::resource(|| (), |_| crate::panel::get_permissions());
-    let missing = format!("No model named {name:?} is configured.");
+pub fn ModelPage(detail: ModelDetail, can_control: bool) -> impl IntoView {
     view! {
         <p class="breadcrumb"><a href="/">"← All backends"</a></p>
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || {
-                let missing = missing.clone();
-                Suspend::new(async move {
-                let can_control = permissions.await.is_ok_and(|p| p.can_control);
-                match initial.await {
-                    Ok(Some(detail)) => view! { <ModelView initial=detail can_control /> }.into_any(),
-                    Ok(None) => {
-                        #[cfg(feature = "ssr")]
-                        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-                            response.set_status(http::StatusCode::NOT_FOUND);
-                        }
-                        view! { <h1>"No such model"</h1><p>{missing}</p> }.into_any()
-                    }
-                    Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load the model: {e}")}</p> }.into_any(),
-                }
-            })}}
-        </Suspense>
+        <ModelView initial=detail can_control />
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::format;
 use crate::live;
-use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot, Permissions};
+use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot};
 use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 
@@ -14,30 +14,14 @@ pub async fn get_panel() -> Result<PanelSnapshot, ServerFnError> {
     Ok(directory.snapshot())
 }
 
-/// What this visitor may do; the server provides it from the request's key or session (and
-/// enforces it whatever the panel shows).
-#[server(prefix = "/_panel", endpoint = "permissions")]
-pub async fn get_permissions() -> Result<Permissions, ServerFnError> {
-    Ok(use_context::<Permissions>().unwrap_or(Permissions { can_control: false }))
-}
-
-/// The page: loads the first snapshot on the server, then keeps it fresh in the browser.
+/// The page, drawn first from the snapshot the server loaded (see [`crate::page_data`]), then
+/// kept fresh in the browser.
 #[component]
-pub fn PanelPage() -> impl IntoView {
-    let initial = crate::codec::resource(|| (), |_| get_panel());
-    let permissions = crate::codec::resource(|| (), |_| get_permissions());
+pub fn PanelPage(snapshot: PanelSnapshot, can_control: bool) -> impl IntoView {
     view! {
         <h1 class="page-title">"Backends"</h1>
         <Notice />
-        <Suspense fallback=|| view! { <p class="muted">"Loading backends…"</p> }>
-            {move || Suspend::new(async move {
-                let can_control = permissions.await.is_ok_and(|p| p.can_control);
-                match initial.await {
-                    Ok(snapshot) => view! { <Dashboard initial=snapshot can_control /> }.into_any(),
-                    Err(e) => view! { <p class="error-message" role="alert">{format!("Cannot load backends: {e}")}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Dashboard initial=snapshot can_control />
     }
 }
 
