@@ -59,7 +59,7 @@ pub fn App() -> impl IntoView {
     });
     let can_control = data.can_control;
     let page = match data.page {
-        Page::Panel(snapshot) => view! { <panel::PanelPage snapshot can_control /> }.into_any(),
+        Page::Panel(page) => view! { <panel::PanelPage page can_control /> }.into_any(),
         Page::Model(detail) => {
             view! { <model_page::ModelPage detail=*detail can_control /> }.into_any()
         }

@@ -7,7 +7,7 @@
 //! page once, as a JSON data block in the head (see [`PageData::script_json`]); the browser reads
 //! it back from there before hydrating, so both draw the same first frame.
 
-use crate::snapshot::{ModelDetail, PanelSnapshot};
+use crate::snapshot::{BackendsPage, ModelDetail};
 use serde::{Deserialize, Serialize};
 
 /// The `id` of the `<script type="application/json">` element that carries the data.
@@ -25,8 +25,8 @@ pub struct PageData {
 /// A page of the panel and its data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Page {
-    /// `/`: every configured backend.
-    Panel(PanelSnapshot),
+    /// `/` (`?page=N`): a page of the configured backends.
+    Panel(BackendsPage),
     /// `/models/<name>`: one model (a boxed detail, so the enum stays small).
     Model(Box<ModelDetail>),
     /// `/models/<name>` for a name no model has.
@@ -76,10 +76,15 @@ impl PageData {
         let can_control =
             use_context::<crate::snapshot::Permissions>().is_some_and(|p| p.can_control);
         let directory = use_context::<crate::directory::SharedDirectory>();
-        let page = match (Location::current().route(), directory) {
+        let location = Location::current();
+        let page = match (location.route(), directory) {
             (Route::NotFound, _) => Page::NotFound,
             (_, None) => Page::Unavailable("the backend directory is not available".to_owned()),
-            (Route::Panel, Some(directory)) => Page::Panel(directory.snapshot()),
+            (Route::Panel, Some(directory)) => {
+                // A page number that doesn't parse shows the first page, like a missing one.
+                let number = location.query_value("page").and_then(|n| n.parse().ok());
+                Page::Panel(BackendsPage::of(directory.snapshot(), number.unwrap_or(1)))
+            }
             (Route::Model(name), Some(directory)) => match directory.detail(&name, 0) {
                 Some(detail) => Page::Model(Box::new(detail)),
                 None => Page::NoSuchModel(name),

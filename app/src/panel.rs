@@ -2,26 +2,26 @@
 
 use crate::format;
 use crate::live;
-use crate::snapshot::{BackendSummary, HostStats, PanelSnapshot};
+use crate::snapshot::{BackendSummary, BackendsPage, HostStats};
 use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
 use leptos::prelude::*;
 
-/// Every configured backend, from the registry's cached observations.
+/// One page of the table (from 1), from the registry's cached observations.
 #[server(prefix = "/_panel", endpoint = "snapshot")]
-pub async fn get_panel() -> Result<PanelSnapshot, ServerFnError> {
+pub async fn get_panel(page: usize) -> Result<BackendsPage, ServerFnError> {
     let directory = use_context::<crate::directory::SharedDirectory>()
         .ok_or_else(|| ServerFnError::new("the backend directory is not available"))?;
-    Ok(directory.snapshot())
+    Ok(BackendsPage::of(directory.snapshot(), page))
 }
 
 /// The page, drawn first from the snapshot the server loaded (see [`crate::page_data`]), then
 /// kept fresh in the browser.
 #[component]
-pub fn PanelPage(snapshot: PanelSnapshot, can_control: bool) -> impl IntoView {
+pub fn PanelPage(page: BackendsPage, can_control: bool) -> impl IntoView {
     view! {
         <h1 class="page-title">"Backends"</h1>
         <Notice />
-        <Dashboard initial=snapshot can_control />
+        <Dashboard initial=page can_control />
     }
 }
 
@@ -40,7 +40,8 @@ fn Notice() -> impl IntoView {
 
 /// Totals and the table, refreshed every second without re-creating rows.
 #[component]
-fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
+fn Dashboard(initial: BackendsPage, can_control: bool) -> impl IntoView {
+    let page_number = initial.page;
     let snapshot = RwSignal::new(initial);
     // Browser clock times: of the last answer (set once hydrated) and now, ticking each second,
     // for "updated 3s ago". Both start equal, so the server's render says "just now" too.
@@ -54,19 +55,23 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
     });
     live::every(live::REFRESH_PERIOD, move || now.set(live::now_unix_ms()));
     let age = move || now.get().saturating_sub(answered_at.get()) / 1000;
-    let on_done = live::keep_fresh(get_panel, move |result| match result {
-        Ok(fresh) => {
-            snapshot.set(fresh);
-            let at = live::now_unix_ms();
-            answered_at.set(at);
-            now.set(at);
-            connection_lost.set(false);
-        }
-        Err(_) => connection_lost.set(true),
-    });
+    let on_done = live::keep_fresh(
+        move || get_panel(page_number),
+        move |result| match result {
+            Ok(fresh) => {
+                snapshot.set(fresh);
+                let at = live::now_unix_ms();
+                answered_at.set(at);
+                now.set(at);
+                connection_lost.set(false);
+            }
+            Err(_) => connection_lost.set(true),
+        },
+    );
     let names = Memo::new(move |_| {
         snapshot.with(|s| {
-            s.backends
+            s.snapshot
+                .backends
                 .iter()
                 .map(|b| b.name.clone())
                 .enumerate()
@@ -77,17 +82,17 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
         <section class="totals" aria-label="Totals">
             <div class="total">
                 <span class="figure" data-testid="running-count">
-                    {move || snapshot.with(|s| format!("{} of {}", s.running(), s.backends.len()))}
+                    {move || snapshot.with(|s| format!("{} of {}", s.running, s.total))}
                 </span>
                 <span class="caption">"backends running"</span>
             </div>
             <div class="total">
                 <span class="figure" data-testid="memory-in-use">
-                    {move || snapshot.with(|s| format::bytes(s.memory_in_use()))}
+                    {move || snapshot.with(|s| format::bytes(s.memory_in_use))}
                 </span>
                 <span class="caption">"memory in use"</span>
             </div>
-            {move || snapshot.with(|s| s.host.clone()).map(|host| view! { <HostCard host /> })}
+            {move || snapshot.with(|s| s.snapshot.host.clone()).map(|host| view! { <HostCard host /> })}
             <div class="total refreshed">
                 <span
                     class="live-dot"
@@ -102,13 +107,14 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
                     }}
                     <time
                         data-testid="refreshed-at"
-                        datetime=move || snapshot.with(|s| s.generated_at.clone())
+                        datetime=move || snapshot.with(|s| s.snapshot.generated_at.clone())
                     >
-                        {move || snapshot.with(|s| format::time_of_day(s.generated_at_unix_ms))}
+                        {move || snapshot.with(|s| format::time_of_day(s.snapshot.generated_at_unix_ms))}
                     </time>
                 </span>
             </div>
         </section>
+        <Pager page=snapshot />
         <div class="table-wrap">
             <table class="backends">
                 <thead>
@@ -127,6 +133,38 @@ fn Dashboard(initial: PanelSnapshot, can_control: bool) -> impl IntoView {
                 </tbody>
             </table>
         </div>
+    }
+}
+
+/// Which rows this page shows, with links to the pages before and after; nothing when every
+/// backend fits on one page. Plain links, so they work without JavaScript.
+#[component]
+fn Pager(page: RwSignal<BackendsPage>) -> impl IntoView {
+    let position = Memo::new(move |_| {
+        page.with(|p| {
+            (
+                p.page,
+                p.pages(),
+                p.first_index(),
+                p.snapshot.backends.len(),
+                p.total,
+            )
+        })
+    });
+    move || {
+        let (number, pages, first, shown, total) = position.get();
+        (pages > 1).then(|| {
+            let link = |to: usize| format!("/?page={to}");
+            view! {
+                <nav class="pager" aria-label="Pages of backends">
+                    <span data-testid="page-range">
+                        {format!("Backends {}–{} of {total} · page {number} of {pages}", first + 1, first + shown)}
+                    </span>
+                    {(number > 1).then(|| view! { <a href=link(number - 1) rel="prev">"← Previous"</a> })}
+                    {(number < pages).then(|| view! { <a href=link(number + 1) rel="next">"Next →"</a> })}
+                </nav>
+            }
+        })
     }
 }
 
@@ -176,17 +214,18 @@ fn HostCard(host: HostStats) -> impl IntoView {
 fn BackendRow(
     name: String,
     position: usize,
-    snapshot: RwSignal<PanelSnapshot>,
+    snapshot: RwSignal<BackendsPage>,
     on_done: Callback<()>,
     can_control: bool,
 ) -> impl IntoView {
     let key = name.clone();
     let row = Memo::new(move |_| {
         snapshot.with(|s| {
-            s.backends
+            let backends = &s.snapshot.backends;
+            backends
                 .get(position)
                 .filter(|b| b.name == key)
-                .or_else(|| s.backends.iter().find(|b| b.name == key))
+                .or_else(|| backends.iter().find(|b| b.name == key))
                 .cloned()
         })
     });

@@ -564,6 +564,61 @@ impl PanelSnapshot {
     }
 }
 
+/// One page of the panel's table: the snapshot with this page's backends only, and totals over
+/// every backend. A thousand rows refreshed every second would weigh megabytes a second on the
+/// browser and the server alike; nobody reads that many at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendsPage {
+    /// The instant, the host, and the backends of this page, in configuration order.
+    pub snapshot: PanelSnapshot,
+    /// The page shown, counting from 1 (the last one when more were asked for).
+    pub page: usize,
+    /// Rows per page.
+    pub per_page: usize,
+    /// Backends configured, on every page.
+    pub total: usize,
+    /// Backends running, on every page.
+    pub running: usize,
+    /// Memory in use by the running backends, on every page, in bytes.
+    pub memory_in_use: u64,
+}
+
+impl BackendsPage {
+    /// Rows per page of the panel.
+    pub const PER_PAGE: usize = 100;
+
+    /// Page `page` (from 1; 0 and pages past the end give the first and the last) of
+    /// `snapshot`, [`Self::PER_PAGE`] rows to a page.
+    pub fn of(mut snapshot: PanelSnapshot, page: usize) -> Self {
+        let per_page = Self::PER_PAGE;
+        let total = snapshot.backends.len();
+        let (running, memory_in_use) = (snapshot.running(), snapshot.memory_in_use());
+        let pages = total.div_ceil(per_page).max(1);
+        let page = page.clamp(1, pages);
+        let first = (page - 1) * per_page;
+        snapshot.backends.truncate(first + per_page);
+        snapshot.backends.drain(..first);
+        Self {
+            snapshot,
+            page,
+            per_page,
+            total,
+            running,
+            memory_in_use,
+        }
+    }
+
+    /// How many pages there are (at least 1).
+    pub fn pages(&self) -> usize {
+        self.total.div_ceil(self.per_page).max(1)
+    }
+
+    /// Where this page's rows start in the whole list, counting from 0.
+    pub fn first_index(&self) -> usize {
+        (self.page - 1) * self.per_page
+    }
+}
+
 /// One point of a backend's recent history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

@@ -302,6 +302,62 @@ async fn the_panel_is_server_rendered_with_every_model_and_its_controls() {
 }
 
 #[tokio::test]
+async fn the_panel_shows_a_hundred_backends_a_page_with_totals_over_all() {
+    let backend = spawn_backend(Behaviour::default()).await;
+    let config: String = (0..130)
+        .map(|i| external(&format!("m{i:03}"), &backend.address, None))
+        .collect();
+    let app = spawn_app(&config).await;
+    let rows = |html: &str| html.matches("<tr data-model=").count();
+
+    let first = app.get("/").await.text().await.unwrap();
+    assert_eq!(rows(&first), 100, "{first}");
+    assert!(first.contains(r#"data-model="m000""#) && first.contains(r#"data-model="m099""#));
+    assert!(!first.contains(r#"data-model="m100""#));
+    assert!(
+        first.contains("Backends 1–100 of 130 · page 1 of 2"),
+        "{first}"
+    );
+    assert!(first.contains(r#"href="/?page=2""#) && !first.contains(r#"rel="prev""#));
+    // The totals count every backend, not only this page's.
+    assert!(first.contains(" of 130<"), "{first}");
+
+    let second = app.get("/?page=2").await.text().await.unwrap();
+    assert_eq!(rows(&second), 30, "{second}");
+    assert!(second.contains(r#"data-model="m100""#) && second.contains(r#"data-model="m129""#));
+    assert!(
+        second.contains("Backends 101–130 of 130 · page 2 of 2"),
+        "{second}"
+    );
+    assert!(second.contains(r#"href="/?page=1""#) && !second.contains(r#"rel="next""#));
+
+    // Past the end shows the last page; a page number that doesn't parse, the first.
+    let past = app.get("/?page=9").await.text().await.unwrap();
+    assert!(past.contains("page 2 of 2") && rows(&past) == 30);
+    let unparsed = app.get("/?page=two").await.text().await.unwrap();
+    assert!(unparsed.contains("page 1 of 2") && rows(&unparsed) == 100);
+
+    // The browser's refresh asks for its page only.
+    let refresh = app
+        .http
+        .post(app.url("/_panel/snapshot"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("page=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 200);
+    let refresh: serde_json::Value = refresh.json().await.unwrap();
+    assert_eq!(
+        refresh["snapshot"]["backends"].as_array().map(Vec::len),
+        Some(30)
+    );
+    assert_eq!(refresh["total"], 130);
+    assert_eq!(refresh["page"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn cpu_percent_is_recent_usage_not_the_lifetime_average() {
     // Burns CPU for about three seconds, then idles: a lifetime average stays high, recent use drops.
     let mut child = std::process::Command::new("perl")

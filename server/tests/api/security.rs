@@ -137,7 +137,7 @@ async fn same_origin_and_header_less_posts_work() {
     let response = post_form(
         &app,
         "/_panel/snapshot",
-        "",
+        "page=1",
         &[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
     )
     .await;
