@@ -83,7 +83,7 @@ impl PageData {
             (Route::Panel, Some(directory)) => {
                 // A page number that doesn't parse shows the first page, like a missing one.
                 let number = location.query_value("page").and_then(|n| n.parse().ok());
-                Page::Panel(BackendsPage::of(directory.snapshot(), number.unwrap_or(1)))
+                Page::Panel(directory.page(number.unwrap_or(1)))
             }
             (Route::Model(name), Some(directory)) => match directory.detail(&name, 0) {
                 Some(detail) => Page::Model(Box::new(detail)),

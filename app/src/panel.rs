@@ -11,7 +11,7 @@ use leptos::prelude::*;
 pub async fn get_panel(page: usize) -> Result<BackendsPage, ServerFnError> {
     let directory = use_context::<crate::directory::SharedDirectory>()
         .ok_or_else(|| ServerFnError::new("the backend directory is not available"))?;
-    Ok(BackendsPage::of(directory.snapshot(), page))
+    Ok(directory.page(page))
 }
 
 /// The page, drawn first from the snapshot the server loaded (see [`crate::page_data`]), then

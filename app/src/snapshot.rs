@@ -565,7 +565,7 @@ impl PanelSnapshot {
 }
 
 /// One page of the panel's table: the snapshot with this page's backends only, and totals over
-/// every backend. A thousand rows refreshed every second would weigh megabytes a second on the
+/// every backend (see [`crate::directory::BackendDirectory::page`]). A thousand rows refreshed every second would weigh megabytes a second on the
 /// browser and the server alike; nobody reads that many at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendsPage {
@@ -587,25 +587,13 @@ impl BackendsPage {
     /// Rows per page of the panel.
     pub const PER_PAGE: usize = 100;
 
-    /// Page `page` (from 1; 0 and pages past the end give the first and the last) of
-    /// `snapshot`, [`Self::PER_PAGE`] rows to a page.
-    pub fn of(mut snapshot: PanelSnapshot, page: usize) -> Self {
-        let per_page = Self::PER_PAGE;
-        let total = snapshot.backends.len();
-        let (running, memory_in_use) = (snapshot.running(), snapshot.memory_in_use());
-        let pages = total.div_ceil(per_page).max(1);
+    /// The page shown when page `page` of `total` backends is asked for (from 1; 0 and pages
+    /// past the end give the first and the last), and the positions of its rows.
+    pub fn rows(total: usize, page: usize) -> (usize, std::ops::Range<usize>) {
+        let pages = total.div_ceil(Self::PER_PAGE).max(1);
         let page = page.clamp(1, pages);
-        let first = (page - 1) * per_page;
-        snapshot.backends.truncate(first + per_page);
-        snapshot.backends.drain(..first);
-        Self {
-            snapshot,
-            page,
-            per_page,
-            total,
-            running,
-            memory_in_use,
-        }
+        let first = (page - 1) * Self::PER_PAGE;
+        (page, first..total.min(first + Self::PER_PAGE))
     }
 
     /// How many pages there are (at least 1).
@@ -714,4 +702,19 @@ pub struct LogPage {
 pub struct Permissions {
     /// May shut down and start models (an admin key).
     pub can_control: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackendsPage;
+
+    #[test]
+    fn pages_hold_a_hundred_rows_and_out_of_range_pages_are_clamped() {
+        assert_eq!(BackendsPage::rows(0, 1), (1, 0..0));
+        assert_eq!(BackendsPage::rows(130, 1), (1, 0..100));
+        assert_eq!(BackendsPage::rows(130, 2), (2, 100..130));
+        assert_eq!(BackendsPage::rows(130, 0), (1, 0..100));
+        assert_eq!(BackendsPage::rows(130, 99), (2, 100..130));
+        assert_eq!(BackendsPage::rows(200, 2), (2, 100..200));
+    }
 }

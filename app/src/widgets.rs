@@ -107,23 +107,13 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
 }
 
 /// How busy the backend was over the last minutes: one bar per slice (its height the share of
-/// BUSY answers), and the share over the whole window in words.
+/// BUSY answers), and the share over the whole window in words. The bars are one SVG path, so a
+/// row costs one element however many slices have answers.
 #[component]
 pub fn ActivityBars(activity: Activity) -> impl IntoView {
     let minutes = Activity::WINDOW_SECS / 60;
     let percent = (activity.busy_ratio * 100.0).round();
     let summary = format!("busy {percent:.0} % of the last {minutes} min");
-    let bars = activity
-        .buckets
-        .iter()
-        .enumerate()
-        .filter_map(|(i, bucket)| {
-            let height = f32::from((*bucket)?.max(4)) / 100.0 * 10.0;
-            Some(view! {
-                <rect x=i.to_string() y=format!("{:.1}", 10.0 - height) width="0.8" height=format!("{height:.1}") />
-            })
-        })
-        .collect_view();
     view! {
         <div class="activity" class:busy-now=activity.busy_now>
             <svg
@@ -132,11 +122,25 @@ pub fn ActivityBars(activity: Activity) -> impl IntoView {
                 role="img"
                 aria-label=format!("Activity: {summary}")
             >
-                {bars}
+                <path d=bars_path(&activity.buckets) />
             </svg>
             <span class="activity-text">{summary}</span>
         </div>
     }
+}
+
+/// The SVG path of the activity bars: for each slice with answers, a bar 0.8 wide at its
+/// index, from the bottom (y = 10) up to its share of 10, at least 0.4 so that an idle slice
+/// with answers still shows.
+fn bars_path(buckets: &[Option<u8>]) -> String {
+    let mut path = String::with_capacity(buckets.len() * 20);
+    for (i, bucket) in buckets.iter().enumerate() {
+        if let Some(percent) = bucket {
+            let height = f32::from((*percent).clamp(4, 100)) / 10.0;
+            path.push_str(&format!("M{i} {:.1}h0.8V10h-0.8Z", 10.0 - height));
+        }
+    }
+    path
 }
 
 /// Generation speed and tokens of the current (or last) request, from `GetMetrics`.
@@ -535,6 +539,15 @@ fn submitter(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn each_slice_with_answers_is_one_bar_of_its_share() {
+        assert_eq!(
+            bars_path(&[None, Some(0), Some(50), Some(100)]),
+            "M1 9.6h0.8V10h-0.8ZM2 5.0h0.8V10h-0.8ZM3 0.0h0.8V10h-0.8Z"
+        );
+        assert_eq!(bars_path(&[None, None]), "");
+    }
 
     #[test]
     fn parts_add_up_to_the_total_with_weights_first() {

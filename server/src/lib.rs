@@ -16,6 +16,7 @@ pub mod html;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod process;
 pub mod registry;
 pub mod shim;

@@ -8,17 +8,18 @@ use crate::error::ApiError;
 use crate::headers;
 use crate::metrics;
 use crate::openapi;
+use crate::pages;
 use crate::registry::Registry;
 use app::directory::SharedDirectory;
 use app::shell;
 use axum::body::Body;
 use axum::extract::FromRef;
 use axum::http::{Request, Response};
+use axum::routing::get;
 use axum::{Router, middleware};
 use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
-use leptos_axum::{AxumRouteListing, LeptosRoutes};
-use leptos_router::{Method, SsrMode};
+use leptos_axum::LeptosRoutes;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,12 +136,6 @@ impl Application {
 /// Every route, behind the guard (host, cross-site, keys, body size, deadline) and the
 /// security headers; the layers wrap the fallback (static files, 404 page) too.
 fn router(state: AppState) -> Router {
-    // The panel's pages (app::location picks the page from the path). Async: the whole page is
-    // rendered before it is sent, so it is complete without JavaScript (streamed Suspense chunks
-    // need a script to show up).
-    let routes = ["/", "/models/{name}"]
-        .map(|path| AxumRouteListing::new(path.to_owned(), SsrMode::Async, [Method::Get], []))
-        .to_vec();
     let directory: SharedDirectory = state.registry.clone();
     let options = state.leptos_options.clone();
     let context = move || {
@@ -148,14 +143,29 @@ fn router(state: AppState) -> Router {
         access::provide_permissions();
         provide_context(directory.clone());
     };
+    // The panel's pages (app::page_data picks the page from the path), rendered whole before
+    // they are sent, so they are complete without JavaScript.
+    let page = {
+        let context = context.clone();
+        move |request: Request<Body>| {
+            let options = options.clone();
+            leptos_axum::handle_response_inner(
+                context.clone(),
+                move || shell(options),
+                request,
+                pages::render_whole,
+            )
+        }
+    };
     Router::new()
         .merge(api::routes())
         .merge(access::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())
-        .leptos_routes_with_context(&state, routes, context.clone(), move || {
-            shell(options.clone())
-        })
+        .route("/", get(page.clone()))
+        .route("/models/{name}", get(page))
+        // No page routes here (they are above): this mounts the panel's server functions.
+        .leptos_routes_with_context(&state, Vec::new(), context.clone(), || ())
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
             _,

@@ -20,8 +20,8 @@ use crate::metrics::Metrics;
 use crate::process::{ProcessError, ProcessSampler};
 use app::directory::BackendDirectory;
 use app::snapshot::{
-    BackendKind, BackendStatus, BackendSummary, FreedMemory, HostStats, Lifecycle, LogPage,
-    LogStream, ModelDetail, PanelSnapshot, ProcessMetrics, StartProgress,
+    BackendKind, BackendStatus, BackendSummary, BackendsPage, FreedMemory, HostStats, Lifecycle,
+    LogPage, LogStream, ModelDetail, PanelSnapshot, ProcessMetrics, StartProgress,
 };
 use model::ModelHandle;
 use std::path::PathBuf;
@@ -272,6 +272,19 @@ impl Registry {
             .encode(&snapshot.backends, snapshot.host.as_ref())
     }
 
+    /// Every configured backend at this instant, from the cached observations.
+    pub fn snapshot(&self) -> PanelSnapshot {
+        self.watchers.looked();
+        let backends = self.summaries();
+        let host = self.host_stats(backends.iter().filter_map(running_rss).sum());
+        PanelSnapshot {
+            generated_at: now_rfc3339(),
+            generated_at_unix_ms: crate::clock::unix_ms(),
+            backends,
+            host,
+        }
+    }
+
     /// One summary per model, in configuration order.
     pub fn summaries(&self) -> Vec<BackendSummary> {
         self.models.iter().map(summarize).collect()
@@ -343,15 +356,36 @@ impl Registry {
 }
 
 impl BackendDirectory for Registry {
-    fn snapshot(&self) -> PanelSnapshot {
+    fn page(&self, page: usize) -> BackendsPage {
         self.watchers.looked();
-        let backends = self.summaries();
-        let host = self.host_stats(backends.iter().filter_map(running_rss).sum());
-        PanelSnapshot {
-            generated_at: now_rfc3339(),
-            generated_at_unix_ms: crate::clock::unix_ms(),
-            backends,
-            host,
+        // Totals from each model's view and latest observation, without summarising the rows
+        // of the other pages: the same figures as `PanelSnapshot::running`,
+        // `PanelSnapshot::memory_in_use` and `running_rss` over every summary.
+        let (mut running, mut memory_in_use, mut measured_rss) = (0, 0, 0);
+        for model in &self.models {
+            let Some(run) = model.running_run() else {
+                continue;
+            };
+            running += 1;
+            model.observed.latest_with(run, |observation| {
+                memory_in_use += observation.memory_bytes().unwrap_or(0);
+                measured_rss += observation.measured.as_ref().map_or(0, |m| m.rss);
+            });
+        }
+        let total = self.models.len();
+        let (page, rows) = BackendsPage::rows(total, page);
+        BackendsPage {
+            snapshot: PanelSnapshot {
+                generated_at: now_rfc3339(),
+                generated_at_unix_ms: crate::clock::unix_ms(),
+                backends: self.models[rows].iter().map(summarize).collect(),
+                host: self.host_stats(measured_rss),
+            },
+            page,
+            per_page: BackendsPage::PER_PAGE,
+            total,
+            running,
+            memory_in_use,
         }
     }
 

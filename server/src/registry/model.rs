@@ -137,6 +137,12 @@ impl ModelHandle {
         self.view.borrow().clone()
     }
 
+    /// The run the backend is in while it is running (without copying the view).
+    pub(crate) fn running_run(&self) -> Option<u64> {
+        let view = self.view.borrow();
+        (view.lifecycle == Lifecycle::Running).then_some(view.run)
+    }
+
     /// The version of the view published last (see [`ModelView::version`]).
     pub(crate) fn view_version(&self) -> u64 {
         self.view.borrow().version

@@ -141,8 +141,17 @@ impl Observed {
 
     /// The latest observation, if it belongs to run `run`.
     pub(super) fn latest(&self, run: u64) -> Option<Observation> {
+        self.latest_with(run, Observation::clone)
+    }
+
+    /// `read` applied to the latest observation, if it belongs to run `run` (no copy is made).
+    pub(super) fn latest_with<R>(
+        &self,
+        run: u64,
+        read: impl FnOnce(&Observation) -> R,
+    ) -> Option<R> {
         match &self.lock().latest {
-            Some((of, observation)) if *of == run => Some(observation.clone()),
+            Some((of, observation)) if *of == run => Some(read(observation)),
             _ => None,
         }
     }
