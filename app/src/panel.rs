@@ -235,7 +235,6 @@ fn BackendRow(
                 .map(|b| (b.lifecycle, b.kind, b.shutdown_refused.clone()))
         })
     });
-    let cell = move |render: fn(BackendSummary) -> AnyView| move || row.get().map(render);
     let href = crate::location::model_path(&name);
     let action_name = name.clone();
     let model_attr = name.clone();
@@ -247,21 +246,19 @@ fn BackendRow(
                     {move || row.with(|r| r.as_ref().map(|b| format!("{} · {}", b.backend, kind_word(b))))}
                 </span>
             </th>
-            <td data-label="Status" class="status-cell">
-                {cell(|b| {
-                    let generation = b.observation.as_ref().and_then(|o| o.generation.clone());
-                    view! {
-                        <Badges lifecycle=b.lifecycle observation=b.observation />
-                        {b.activity.map(|activity| view! { <ActivityBars activity /> })}
+            // Status, memory and process change together: one closure draws the three cells.
+            {move || row.get().map(|b| {
+                let generation = b.observation.as_ref().and_then(|o| o.generation.clone());
+                view! {
+                    <td data-label="Status" class="status-cell">
+                        <Badges lifecycle=b.lifecycle observation=b.observation.clone() />
+                        {b.activity.clone().map(|activity| view! { <ActivityBars activity /> })}
                         {generation.map(|generation| view! { <GenerationText generation /> })}
-                    }
-                    .into_any()
-                })}
-            </td>
-            <td data-label="Memory" class="memory-cell">
-                {cell(|b| view! { <MemoryCell backend=b /> }.into_any())}
-            </td>
-            <td data-label="Process">{cell(|b| view! { <ProcessInfo backend=b /> }.into_any())}</td>
+                    </td>
+                    <td data-label="Memory" class="memory-cell"><MemoryCell backend=b.clone() /></td>
+                    <td data-label="Process"><ProcessInfo backend=b /></td>
+                }
+            })}
             <td class="actions">
                 {move || controls.get().map(|(lifecycle, kind, refused)| view! {
                     <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done can_control refused />
