@@ -66,7 +66,7 @@ pub fn App() -> impl IntoView {
         Page::NoSuchModel(name) => view! {
             <p class="breadcrumb"><a href="/">"← All backends"</a></p>
             <h1>"No such model"</h1>
-            <p>{format!("No model named {name:?} is configured.")}</p>
+            <p>{format!("No model named \"{name}\" is configured.")}</p>
         }
         .into_any(),
         Page::NotFound => {

@@ -79,6 +79,17 @@ impl BackendState {
         }
     }
 
+    /// The badge's CSS class: the label in lower case (spelled out, so the browser bundle
+    /// carries no Unicode case tables).
+    pub fn class(self) -> &'static str {
+        match self {
+            BackendState::Uninitialized => "uninitialized",
+            BackendState::Busy => "busy",
+            BackendState::Ready => "ready",
+            BackendState::Error => "error",
+        }
+    }
+
     /// The word shown on the panel's badge.
     pub fn label(self) -> &'static str {
         match self {

@@ -24,7 +24,7 @@ pub fn Badges(lifecycle: Lifecycle, observation: Option<Observation>) -> impl In
         <span class=format!("badge lifecycle {}", lifecycle.as_str())>{lifecycle.as_str()}</span>
         {state.map(|s| {
             view! {
-                <span class=format!("badge state {}", s.label().to_lowercase()) title="State reported by the backend">
+                <span class=format!("badge state {}", s.class()) title="State reported by the backend">
                     {s.label()}
                 </span>
             }
