@@ -42,6 +42,12 @@ fn Notice() -> impl IntoView {
 #[component]
 fn Dashboard(initial: BackendsPage, can_control: bool) -> impl IntoView {
     let page_number = initial.page;
+    // Where the no-JavaScript forms send the browser back to: this page of the table.
+    let return_to = if page_number > 1 {
+        format!("/?page={page_number}")
+    } else {
+        "/".to_owned()
+    };
     let snapshot = RwSignal::new(initial);
     // Browser clock times: of the last answer (set once hydrated) and now, ticking each second,
     // for "updated 3s ago". Both start equal, so the server's render says "just now" too.
@@ -128,7 +134,7 @@ fn Dashboard(initial: BackendsPage, can_control: bool) -> impl IntoView {
                 </thead>
                 <tbody>
                     <For each=move || names.get() key=|(_, name)| name.clone() let:entry>
-                        <BackendRow name=entry.1 position=entry.0 snapshot on_done can_control />
+                        <BackendRow name=entry.1 position=entry.0 snapshot on_done can_control return_to=return_to.clone() />
                     </For>
                 </tbody>
             </table>
@@ -217,6 +223,8 @@ fn BackendRow(
     snapshot: RwSignal<BackendsPage>,
     on_done: Callback<()>,
     can_control: bool,
+    /// The page the row's form returns to without JavaScript.
+    return_to: String,
 ) -> impl IntoView {
     let key = name.clone();
     let row = Memo::new(move |_| {
@@ -261,7 +269,7 @@ fn BackendRow(
             })}
             <td class="actions">
                 {move || controls.get().map(|(lifecycle, kind, refused)| view! {
-                    <ActionButton name=action_name.clone() lifecycle kind return_to="/".to_string() on_done can_control refused />
+                    <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done can_control refused />
                 })}
             </td>
         </tr>

@@ -404,6 +404,20 @@ fn origin_is_host(origin: &str, host: &str) -> bool {
     normalize(authority) == normalize(host)
 }
 
+/// True for where a panel form may send the browser back to: a panel page (see
+/// [`is_panel_path`]), or a page of the panel's table, `/?page=N`.
+pub fn is_panel_return(path: &str) -> bool {
+    match path.split_once('?') {
+        None => is_panel_path(path),
+        Some((path, query)) => {
+            path == "/"
+                && query.strip_prefix("page=").is_some_and(|n| {
+                    (1..=9).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit())
+                })
+        }
+    }
+}
+
 /// True for the panel's own pages: `/` and `/models/<percent-encoded name>`, made only of
 /// unreserved characters and `%XX` escapes. Everything a browser could read as another site
 /// (`//`, `\`, tabs and other control characters, a scheme) is refused.
@@ -644,6 +658,7 @@ mod tests {
             "/models/%C3%A9",
         ] {
             assert!(is_panel_path(good), "{good}");
+            assert!(is_panel_return(good), "{good}");
         }
         for bad in [
             "",
@@ -660,7 +675,18 @@ mod tests {
             "/other",
             "/models/a\nb",
         ] {
+            assert!(!is_panel_return(bad), "{bad:?}");
             assert!(!is_panel_path(bad), "{bad:?}");
+        }
+        // A page of the table is somewhere to return to, not a page route of its own.
+        assert!(is_panel_return("/?page=12") && !is_panel_path("/?page=12"));
+        for bad in [
+            "/?page=",
+            "/?page=1x",
+            "/?page=1&page=2",
+            "/?page=1234567890",
+        ] {
+            assert!(!is_panel_return(bad), "{bad:?}");
         }
     }
 

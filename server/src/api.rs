@@ -50,7 +50,8 @@ pub struct ModelRequest {
     pub model: String,
     /// Shut down even if the backend is busy.
     pub force: bool,
-    /// Panel path to send a browser back to after a form post (no-JavaScript use).
+    /// Panel page to send a browser back to after a form post (no-JavaScript use): `/`,
+    /// `/?page=N` or `/models/<name>`.
     pub return_to: Option<String>,
 }
 
@@ -120,10 +121,10 @@ pub fn parse_model_request(
     };
     // Only the panel's own pages: anything else could send a browser to another site.
     if let Some(path) = &fields.return_to
-        && !crate::access::is_panel_path(path)
+        && !crate::access::is_panel_return(path)
     {
         return Err(ApiError::BadRequest(
-            "`return_to` must be a page of this panel: / or /models/<name>".into(),
+            "`return_to` must be a page of this panel: /, /?page=N or /models/<name>".into(),
         ));
     }
     Ok(ModelRequest {
@@ -437,8 +438,16 @@ fn respond(request: ModelRequest, result: Result<Message, RegistryError>) -> Res
                 Ok(message) => ("notice", format!("{}: {}", request.model, message.notice())),
                 Err(e) => ("error", e.to_string()),
             };
-            let path = path.split('?').next().unwrap_or("/");
-            let query = serde_urlencoded::to_string([(key, text)]).unwrap_or_default();
+            // `return_to` was checked: a page, or `/?page=N`, whose page number is kept.
+            let (path, page) = match path.split_once('?') {
+                Some((path, query)) => (path, query.strip_prefix("page=")),
+                None => (path.as_str(), None),
+            };
+            let mut fields = vec![(key, text)];
+            if let Some(page) = page {
+                fields.insert(0, ("page", page.to_owned()));
+            }
+            let query = serde_urlencoded::to_string(fields).unwrap_or_default();
             Redirect::to(&format!("{path}?{query}")).into_response()
         }
     }

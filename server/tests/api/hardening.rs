@@ -217,7 +217,7 @@ fn assert_bad_request(error: ApiError) -> Result<(), TestCaseError> {
 fn assert_well_formed(request: &ModelRequest) -> Result<(), TestCaseError> {
     prop_assert!(!request.model.trim().is_empty(), "{request:?}");
     if let Some(path) = &request.return_to {
-        prop_assert!(server::access::is_panel_path(path), "{request:?}");
+        prop_assert!(server::access::is_panel_return(path), "{request:?}");
     }
     Ok(())
 }

@@ -107,6 +107,18 @@ async fn a_form_post_with_return_to_redirects_back_to_the_panel() {
     assert!(location.starts_with("/?notice="), "{location}");
     assert_eq!(app.backend("chat").await["lifecycle"], "stopped");
 
+    // From a later page of the table, back to that page.
+    let response = no_redirects
+        .post(app.url("/backend/load"))
+        .form(&[("model", "chat"), ("return_to", "/?page=2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/?page=2&notice="), "{location}");
+    app.wait_for_lifecycle("chat", "running", START).await;
+
     let response = no_redirects
         .post(app.url("/backend/shutdown"))
         .form(&[("model", "chat"), ("return_to", "https://evil.example/")])

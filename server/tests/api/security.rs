@@ -460,6 +460,10 @@ async fn return_to_must_be_a_page_of_the_panel() {
         "https://x",
         "/models/../../x",
         "/%0a",
+        "/?page=2&x=//evil",
+        "/?page=-1",
+        "/models/llm?page=2",
+        "/?next=//evil",
     ] {
         let body = serde_urlencoded::to_string([("model", "llm"), ("return_to", bad)])
             .expect("form encodes");
