@@ -419,7 +419,7 @@ fn scale_memory_and_cpu(report: &mut Report) -> Result<(), Error> {
         "Scale, memory and the cost of watching",
         "N backends served by one demo process on N loopback ports, plus one hung backend (`Status` never answers); the release server observes them all, at most 200 observations a second in all (100 backends each second, 1,000 each 5 s). Latency: oha, 500 requests, 4 at a time; `/` is the panel's first page (100 rows a page). RSS: while observing, 6 s after every backend was first observed, before any load. CPU: the server's user + system time over 15 s while 10 readers poll `/api/backends` every second, in percent of one core.",
     );
-    report.line("| backends | `/api/backends` p50 / p99 | `/` p50 / p99 | RSS, observing | RSS after 1,000 connections, 6 s later | CPU, 10 readers |\n|---|---|---|---|---|---|");
+    report.line("| backends | `/api/backends` p50 / p99 | `/` p50 / p99 | RSS, observing | RSS before 1,000 connections / 6 s after | CPU, 10 readers |\n|---|---|---|---|---|---|");
     for count in [100usize, 1000] {
         let dir = tempfile::tempdir()?;
         let addrs = dir.path().join("addrs");
@@ -464,12 +464,13 @@ fn scale_memory_and_cpu(report: &mut Report) -> Result<(), Error> {
         let rss = rss_mib(server.pid());
         let list = oha(&format!("{}/api/backends", server.base), 500, 4)?;
         let page = oha(&format!("{}/", server.base), 500, 4)?;
+        let rss_before = rss_mib(server.pid());
         oha(&format!("{}/api/backends", server.base), 3000, 1000)?;
         std::thread::sleep(Duration::from_secs(6));
         let rss_after = rss_mib(server.pid());
         let cpu = cpu_while_polled(&server, 10, Duration::from_secs(15))?;
         report.line(&format!(
-            "| {count} + 1 hung | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {rss:.1} MiB | {rss_after:.1} MiB | {cpu:.1} % |",
+            "| {count} + 1 hung | {:.2} / {:.2} ms | {:.1} / {:.1} ms | {rss:.1} MiB | {rss_before:.1} / {rss_after:.1} MiB | {cpu:.1} % |",
             list.p50 * 1e3,
             list.p99 * 1e3,
             page.p50 * 1e3,
