@@ -1,22 +1,23 @@
 //! The HTTP/2 connection to one backend, as the service tonic's generated client calls through.
 //!
 //! tonic's `Channel` puts a `Buffer` (a worker task and a queue) and a `Reconnect` layer in front
-//! of each connection; with 1,000 backends that machinery outweighed everything else the server
-//! keeps per backend. Here a call takes the connection's `SendRequest` (dialling first when there
-//! is none, or the last one closed) and sends on it: nothing runs per backend but hyper's own
-//! connection task. The caller's deadline covers dialling as well as the call.
+//! of each connection, and hyper a dispatch queue and a second task; with 1,000 backends that
+//! machinery outweighed everything else the server keeps per backend. Here a call takes the
+//! connection's `h2` handle (dialling first when there is none, or the last one closed) and
+//! sends on it: the only task per backend is the one driving the connection. The caller's
+//! deadline covers dialling as well as the call.
 
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
-use tonic::codegen::{BoxFuture, Service};
+use tonic::codegen::{BoxFuture, Bytes, Service};
 
 /// The connection to the backend at one `host:port`, shared by all clones; dialled on first
 /// use and again once it has closed (the backend restarted, or went away and came back).
@@ -28,8 +29,16 @@ pub(super) struct Connection {
 #[derive(Debug)]
 struct Shared {
     address: Box<str>,
-    /// The open connection, if any. Held while dialling, so concurrent calls share one dial.
-    sender: Mutex<Option<SendRequest<Body>>>,
+    /// Held while dialling, so concurrent calls share one dial.
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// Counts the dials, so that a caller that found the connection closed dials only if
+    /// nobody has since.
+    dialled: u64,
+    sender: Option<h2::client::SendRequest<Bytes>>,
 }
 
 impl Connection {
@@ -38,53 +47,79 @@ impl Connection {
         Self {
             shared: Arc::new(Shared {
                 address: address.into(),
-                sender: Mutex::new(None),
+                slot: Mutex::default(),
             }),
         }
     }
 
-    /// The open connection, dialled now if there is none.
-    async fn sender(&self) -> Result<SendRequest<Body>, Status> {
-        let mut slot = self.shared.sender.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+    /// The connection's handle and its dial's number: the open connection, or a new one when
+    /// there is none or it is dial number `closed`.
+    async fn sender(
+        &self,
+        closed: Option<u64>,
+    ) -> Result<(u64, h2::client::SendRequest<Bytes>), Status> {
+        let mut slot = self.shared.slot.lock().await;
+        if let Some(sender) = &slot.sender
+            && closed != Some(slot.dialled)
+        {
+            return Ok((slot.dialled, sender.clone()));
         }
-        *slot = None;
+        slot.sender = None;
         let sender = dial(&self.shared.address).await?;
-        *slot = Some(sender.clone());
-        Ok(sender)
+        slot.dialled += 1;
+        slot.sender = Some(sender.clone());
+        Ok((slot.dialled, sender))
     }
 
-    /// Sends `request`; a request the connection closed under before sending it goes once more
-    /// on a new connection.
+    /// Sends `request` and returns the response once its headers came. A connection found
+    /// closed before the request went out (the backend restarted since the last call) is
+    /// dialled again, once.
     async fn send(self, request: Request<Body>) -> Result<Response<Incoming>, Status> {
-        let mut sender = self.sender().await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(response),
-            Err(mut failed) => match failed.take_message() {
-                Some(request) => self
-                    .sender()
-                    .await?
-                    .send_request(request)
-                    .await
-                    .map_err(lost),
-                None => Err(lost(failed.into_error())),
-            },
+        let (dialled, sender) = self.sender(None).await?;
+        let mut sender = match sender.ready().await {
+            Ok(sender) => sender,
+            Err(_) => {
+                let (_, sender) = self.sender(Some(dialled)).await?;
+                sender.ready().await.map_err(lost)?
+            }
+        };
+        let (parts, mut body) = request.into_parts();
+        let end = body.is_end_stream();
+        let (response, mut stream) = sender
+            .send_request(Request::from_parts(parts, ()), end)
+            .map_err(lost)?;
+        if !end {
+            // A unary request's body is ready at once; h2 queues what exceeds the window.
+            let mut trailers = None;
+            while let Some(frame) = body.frame().await {
+                let frame = frame?;
+                match frame.into_data() {
+                    Ok(data) => stream.send_data(data, false).map_err(lost)?,
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                }
+            }
+            match trailers {
+                Some(trailers) => stream.send_trailers(trailers).map_err(lost)?,
+                None => stream.send_data(Bytes::new(), true).map_err(lost)?,
+            }
         }
+        let response = response.await.map_err(lost)?;
+        Ok(response.map(|recv| Incoming {
+            recv,
+            data_done: false,
+        }))
     }
 }
 
-/// Connects over TCP and starts HTTP/2 on it; hyper's connection task runs until the backend
-/// closes the connection or every `SendRequest` for it is dropped.
-async fn dial(address: &str) -> Result<SendRequest<Body>, Status> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|e| Status::unavailable(format!("tcp connect error: {e}")))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| Status::unavailable(format!("tcp connect error: {e}")))?;
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(stream))
+/// Connects over TCP and starts HTTP/2 on it; the connection's task runs until the backend
+/// closes the connection or every handle to it is dropped.
+async fn dial(address: &str) -> Result<h2::client::SendRequest<Bytes>, Status> {
+    let unreachable = |e: std::io::Error| Status::unavailable(format!("tcp connect error: {e}"));
+    let stream = TcpStream::connect(address).await.map_err(unreachable)?;
+    stream.set_nodelay(true).map_err(unreachable)?;
+    let (sender, connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .handshake(stream)
         .await
         .map_err(|e| Status::unavailable(format!("http/2 handshake failed: {e}")))?;
     tokio::spawn(async move {
@@ -95,13 +130,52 @@ async fn dial(address: &str) -> Result<SendRequest<Body>, Status> {
     Ok(sender)
 }
 
-/// A failed send as a gRPC status: a connection that closed under the call is UNAVAILABLE (as
-/// for a backend that cannot be reached); tonic sorts the rest as it does for its own channel.
-fn lost(error: hyper::Error) -> Status {
-    if error.is_closed() || error.is_canceled() {
+/// A failed call as a gRPC status: a connection that broke or was closed is UNAVAILABLE (as a
+/// backend that cannot be reached); tonic sorts the rest (a reset stream, a protocol error).
+fn lost(error: h2::Error) -> Status {
+    if error.is_io() || error.is_go_away() {
         Status::unavailable(format!("connection lost: {error}"))
     } else {
         Status::from_error(Box::new(error))
+    }
+}
+
+/// A response body: the DATA frames (their flow-control window given back as they are
+/// taken), then the trailers, where gRPC puts its status.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl http_body::Body for Incoming {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only once the stream is gone, which the next poll reports.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        Poll::Ready(
+            ready!(self.recv.poll_trailers(cx))
+                .map(|trailers| trailers.map(http_body::Frame::trailers))
+                .transpose(),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
     }
 }
 
