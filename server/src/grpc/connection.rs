@@ -111,6 +111,16 @@ impl Connection {
     }
 }
 
+/// How much a backend may send on one call before it is read, as hyper's client allows.
+/// Flow-control limits, not buffers: nothing is allocated up front.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// How much a backend may send on all calls together before they are read, as hyper's client
+/// allows. h2 also closes a connection whose small DATA frames pile up unread beyond half of
+/// this: with h2's default (64 KiB) a burst of a few hundred `Status` calls at once (1,000
+/// `/backend/monitor` readers) did.
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
 /// Connects over TCP and starts HTTP/2 on it; the connection's task runs until the backend
 /// closes the connection or every handle to it is dropped.
 async fn dial(address: &str) -> Result<h2::client::SendRequest<Bytes>, Status> {
@@ -118,6 +128,13 @@ async fn dial(address: &str) -> Result<h2::client::SendRequest<Bytes>, Status> {
     let stream = TcpStream::connect(address).await.map_err(unreachable)?;
     stream.set_nodelay(true).map_err(unreachable)?;
     let (sender, connection) = h2::client::Builder::new()
+        .initial_max_send_streams(100)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(16 * 1024)
+        .max_header_list_size(16 * 1024)
+        .max_send_buffer_size(1024 * 1024)
+        .max_local_error_reset_streams(Some(1024))
         .enable_push(false)
         .handshake(stream)
         .await
