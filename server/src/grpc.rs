@@ -1,15 +1,18 @@
 //! The gRPC client for one backend: every call has a deadline, and errors are sorted into the
 //! cases the rest of the server acts on (unimplemented, timed out, unreachable, failed).
 
+mod connection;
+
 use crate::config::LoadSpec;
 use app::snapshot::{
     BackendState, BackendStatus, Generation, MemoryUsage, StatusFailure, StatusFailureKind,
 };
+use connection::Connection;
 use proto::backend_client::BackendClient as RawClient;
 use std::future::Future;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http::Uri;
 
 /// Why a gRPC call gave no usable answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,18 +77,16 @@ fn classify(status: tonic::Status, deadline: Duration, deadline_passed: bool) ->
 /// A lazily connected client for the backend at one address; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct BackendClient {
-    raw: RawClient<Channel>,
+    raw: RawClient<Connection>,
 }
 
 impl BackendClient {
     /// Prepares a client for `host:port`; nothing is dialled until the first call.
     pub fn new(address: &str) -> Result<Self, CallError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| CallError::Unreachable(format!("bad address {address:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+        let origin = Uri::try_from(format!("http://{address}"))
+            .map_err(|e| CallError::Unreachable(format!("bad address {address:?}: {e}")))?;
         Ok(Self {
-            raw: RawClient::new(endpoint.connect_lazy()),
+            raw: RawClient::with_origin(Connection::new(address), origin),
         })
     }
 

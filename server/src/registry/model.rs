@@ -63,17 +63,21 @@ pub(super) enum Event {
     Stopped(Option<ExitInfo>, Option<FreedMemory>),
 }
 
+/// An event and the id of the task that sent it. Boxed: the channel allocates room for 32 at
+/// once, and 1,000 models keep one channel each for events that are rare.
+type Tagged = (u64, Box<Event>);
+
 /// Sends one task's events, tagged so that events of a task that was replaced are ignored.
 #[derive(Clone)]
 pub(super) struct Reporter {
     task: u64,
-    events: mpsc::UnboundedSender<(u64, Event)>,
+    events: mpsc::UnboundedSender<Tagged>,
 }
 
 impl Reporter {
     /// Reports to the owner; an owner that has gone away no longer cares.
     pub(super) fn send(&self, event: Event) {
-        let _ = self.events.send((self.task, event));
+        let _ = self.events.send((self.task, Box::new(event)));
     }
 }
 
@@ -398,8 +402,8 @@ struct Owner {
     /// Idle time counts from here at the earliest (set when an idle stop was refused).
     idle_from: Option<Instant>,
     commands: mpsc::Receiver<Command>,
-    events_tx: mpsc::UnboundedSender<(u64, Event)>,
-    events: mpsc::UnboundedReceiver<(u64, Event)>,
+    events_tx: mpsc::UnboundedSender<Tagged>,
+    events: mpsc::UnboundedReceiver<Tagged>,
     view: watch::Sender<ModelView>,
 }
 
@@ -426,7 +430,7 @@ impl Owner {
                     // Every handle is gone: the registry was dropped.
                     None => break,
                 },
-                Some((task, event)) = self.events.recv() => Box::pin(self.on_event(task, event)).await,
+                Some((task, event)) = self.events.recv() => Box::pin(self.on_event(task, *event)).await,
                 exit = exited(running) => self.on_unexpected_exit(exit),
                 () = sleep_until(restart_at) => Box::pin(self.restart()).await,
                 () = sleep_until(idle_at) => self.on_idle_deadline(),
@@ -990,7 +994,7 @@ fn stop_plan(context: &Context, run: &Run, busy_wait: Option<Duration>, free: bo
 /// Spawns a start or stop task whose events carry a fresh id.
 fn spawn_task<F>(
     counter: &mut u64,
-    events: &mpsc::UnboundedSender<(u64, Event)>,
+    events: &mpsc::UnboundedSender<Tagged>,
     work: impl FnOnce(Reporter) -> F,
 ) -> Task
 where

@@ -7,6 +7,9 @@
 //! exits at start-up with an error message (`lifecycle::a_backend_that_exits_at_start_up_…`),
 //! one that crashes while idle (`lifecycle::a_backend_that_crashes_while_running_…`), and a
 //! duplicate entry in the config (`binary::an_invalid_config_fails_at_start_up_…`).
+//!
+//! An external backend that is killed and comes back on its port is observed again over a new
+//! connection.
 
 use crate::helpers::*;
 use nix::sys::signal::Signal;
@@ -279,6 +282,52 @@ async fn a_backend_that_closes_its_port_but_keeps_running_is_watched_through_its
     let response = app.shutdown(json!({"model": "deaf"})).await;
     assert_eq!(response.status(), 200);
     assert!(!process_exists(pid), "stopped and reaped");
+    app.stop().await;
+}
+
+/// Starts the demo backend serving on `address`.
+fn demo_backend_on(address: &str) -> std::process::Child {
+    Command::new(DEMO_BACKEND)
+        .args(["--addr", address])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo backend starts")
+}
+
+#[tokio::test]
+async fn an_external_backend_that_restarts_on_its_port_is_observed_again() {
+    let port = server::supervisor::free_port().expect("a free port");
+    let address = format!("127.0.0.1:{port}");
+    let mut backend = demo_backend_on(&address);
+    let app = spawn_app(&format!(
+        "{}{}",
+        settings("status_timeout = \"1s\"\n"),
+        external_model("ext", &address)
+    ))
+    .await;
+    let answered = |o: &Value| o["status"]["state"].is_string();
+    wait_for_observation_where(&app, "ext", START, answered).await;
+
+    // Killed: the connection breaks, and calls find nobody listening.
+    backend.kill().expect("backend killed");
+    backend.wait().expect("backend reaped");
+    let entry = wait_for_observation_where(&app, "ext", Duration::from_secs(5), |o| {
+        o["status_error"]["kind"] == "unreachable"
+    })
+    .await;
+    let down_at = entry["observation"]["at_unix_ms"].as_u64().expect("a time");
+
+    // Back on the same port: a new connection is made and Status answers again.
+    let mut backend = demo_backend_on(&address);
+    let entry = wait_for_observation_where(&app, "ext", Duration::from_secs(10), |o| {
+        answered(o) && o["at_unix_ms"].as_u64().is_some_and(|at| at > down_at)
+    })
+    .await;
+    assert_eq!(entry["lifecycle"], "running", "{entry}");
+    assert_eq!(app.monitor("ext").await.status(), 200);
+    backend.kill().expect("backend killed");
+    backend.wait().expect("backend reaped");
     app.stop().await;
 }
 
