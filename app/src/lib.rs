@@ -53,10 +53,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 /// context. Links between pages are plain links, answered by the server (see [`location`]).
 #[component]
 pub fn App() -> impl IntoView {
-    let data = use_context::<PageData>().unwrap_or_else(|| PageData {
-        page: Page::Unavailable("the page's data is missing".to_owned()),
-        can_control: false,
-    });
+    let data = use_context::<PageData>()
+        .unwrap_or_else(|| PageData::unavailable("the page's data is missing".to_owned()));
     let can_control = data.can_control;
     let page = match data.page {
         Page::Panel(page) => view! { <panel::PanelPage page can_control /> }.into_any(),

@@ -38,29 +38,29 @@ pub enum Page {
 }
 
 impl PageData {
+    /// A page that says why it has no data, with no controls.
+    pub fn unavailable(why: String) -> Self {
+        Self {
+            page: Page::Unavailable(why),
+            can_control: false,
+        }
+    }
+
     /// The data block's text: JSON, with `<` escaped so that nothing in a model's name or log
     /// line can end the `<script>` element early.
     pub fn script_json(&self) -> String {
-        match serde_json::to_string(self) {
-            Ok(json) => json.replace('<', "\\u003c"),
-            Err(e) => {
-                let unavailable = Self {
-                    page: Page::Unavailable(format!("cannot encode the page's data: {e}")),
-                    can_control: false,
-                };
-                serde_json::to_string(&unavailable)
-                    .map_or_else(|_| String::new(), |json| json.replace('<', "\\u003c"))
-            }
-        }
+        let json = serde_json::to_string(self).unwrap_or_else(|e| {
+            let unavailable = Self::unavailable(format!("cannot encode the page's data: {e}"));
+            serde_json::to_string(&unavailable).unwrap_or_default()
+        });
+        json.replace('<', "\\u003c")
     }
 
     /// Decodes a data block's text (from bytes, like the server functions' answers, so the
     /// bundle carries one decoder per type); a page that says why when it cannot.
     pub fn from_script_json(text: &str) -> Self {
-        serde_json::from_slice(text.as_bytes()).unwrap_or_else(|e| Self {
-            page: Page::Unavailable(format!("cannot read the page's data: {e}")),
-            can_control: false,
-        })
+        serde_json::from_slice(text.as_bytes())
+            .unwrap_or_else(|e| Self::unavailable(format!("cannot read the page's data: {e}")))
     }
 }
 
@@ -109,10 +109,7 @@ impl PageData {
             .and_then(|element| element.text_content());
         match text {
             Some(text) => Self::from_script_json(&text),
-            None => Self {
-                page: Page::Unavailable("the page carries no data".to_owned()),
-                can_control: false,
-            },
+            None => Self::unavailable("the page carries no data".to_owned()),
         }
     }
 }

@@ -576,8 +576,9 @@ impl PanelSnapshot {
 }
 
 /// One page of the panel's table: the snapshot with this page's backends only, and totals over
-/// every backend (see [`crate::directory::BackendDirectory::page`]). A thousand rows refreshed every second would weigh megabytes a second on the
-/// browser and the server alike; nobody reads that many at once.
+/// every backend (see [`crate::directory::BackendDirectory::page`]). A thousand rows refreshed
+/// every second would weigh megabytes a second on the browser and the server alike; nobody reads
+/// that many at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendsPage {
     /// The instant, the host, and the backends of this page, in configuration order.

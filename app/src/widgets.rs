@@ -133,11 +133,13 @@ pub fn ActivityBars(activity: Activity) -> impl IntoView {
 /// index, from the bottom (y = 10) up to its share of 10, at least 0.4 so that an idle slice
 /// with answers still shows.
 fn bars_path(buckets: &[Option<u8>]) -> String {
+    use std::fmt::Write as _;
     let mut path = String::with_capacity(buckets.len() * 20);
     for (i, bucket) in buckets.iter().enumerate() {
         if let Some(percent) = bucket {
             let height = f32::from((*percent).clamp(4, 100)) / 10.0;
-            path.push_str(&format!("M{i} {:.1}h0.8V10h-0.8Z", 10.0 - height));
+            // Writing to a String cannot fail.
+            let _ = write!(path, "M{i} {:.1}h0.8V10h-0.8Z", 10.0 - height);
         }
     }
     path
