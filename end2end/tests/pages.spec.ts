@@ -1,20 +1,12 @@
 import { expect, test } from '@playwright/test';
 import { PAGED_BACKENDS, PAGES_PORT } from '../playwright.config';
-import { collectErrors } from './fixtures/console';
+import { expectNoConsoleErrors } from './fixtures/console';
 import { PanelPage } from './fixtures/panel';
 
 test.use({ baseURL: `http://127.0.0.1:${PAGES_PORT}` });
 
 test.describe('pages of the table', () => {
-  let consoleErrors: string[] = [];
-
-  test.beforeEach(async ({ page }) => {
-    consoleErrors = await collectErrors(page);
-  });
-
-  test.afterEach(() => {
-    expect(consoleErrors, 'no console errors or CSP violations').toEqual([]);
-  });
+  expectNoConsoleErrors();
 
   test('a later page stays on its rows through refreshes, and the links move between pages', async ({ page }) => {
     const panel = new PanelPage(page);

@@ -1,17 +1,9 @@
 import { expect, test } from '@playwright/test';
-import { collectErrors } from './fixtures/console';
+import { expectNoConsoleErrors } from './fixtures/console';
 import { PanelPage } from './fixtures/panel';
 
 test.describe('the panel', () => {
-  let consoleErrors: string[] = [];
-
-  test.beforeEach(async ({ page }) => {
-    consoleErrors = await collectErrors(page);
-  });
-
-  test.afterEach(() => {
-    expect(consoleErrors, 'no console errors or CSP violations').toEqual([]);
-  });
+  expectNoConsoleErrors();
 
   test('sends a Content-Security-Policy whose nonce is on the hydration script', async ({ page }) => {
     const response = await page.goto('/');
