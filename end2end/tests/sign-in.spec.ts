@@ -1,6 +1,6 @@
 import { expect, test, type Page } from '@playwright/test';
 import { ADMIN_KEY, KEYS_PORT, READ_KEY } from '../playwright.config';
-import { expectNoConsoleErrors } from './fixtures/console';
+import { collectErrors } from './fixtures/console';
 import { PanelPage } from './fixtures/panel';
 
 const base = `http://127.0.0.1:${KEYS_PORT}`;
@@ -14,7 +14,15 @@ async function signIn(page: Page, key: string) {
 
 test.describe('with API keys', () => {
   test.use({ baseURL: base });
-  expectNoConsoleErrors();
+  let errors: string[] = [];
+
+  test.beforeEach(async ({ page }) => {
+    errors = await collectErrors(page);
+  });
+
+  test.afterEach(() => {
+    expect(errors, 'no console errors or CSP violations').toEqual([]);
+  });
 
   test('API requests without a key get 401 and the sign-in page needs none', async ({ request }) => {
     const denied = await request.get('/api/backends');
