@@ -676,13 +676,15 @@ async fn burst(base: &str, pid: u32) -> Burst {
     }
 }
 
-/// The server's RSS once it settles below `bound` (polled for up to 10 s), then 3 s later.
+/// The server's RSS once it settles below `bound` (polled for up to 10 s), then a trim period later.
 async fn settled_rss(pid: u32, bound: u64) -> u64 {
     let settle = Instant::now();
     while rss(pid) > bound && settle.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A whole trim period and a margin, so the free pages are handed back before the reading
+    // whenever the trimmer's tick falls (3 s sometimes read a burst's garbage, sometimes not).
+    tokio::time::sleep(server::allocator::TRIM_PERIOD + Duration::from_secs(1)).await;
     rss(pid)
 }
 
