@@ -64,7 +64,7 @@ pub fn percent_ticks(max: f64) -> Vec<f64> {
 
 /// A number with at most two decimals and no trailing zeros: `2`, `2.5`, `0.25`.
 fn short_number(value: f64) -> String {
-    let text = format!("{value:.2}");
+    let text = format::Fixed(value, 2).to_string();
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" {
         "0".to_owned()
@@ -250,7 +250,7 @@ pub fn Chart(
             <div class="chart-body">
                 <div class="y-axis" aria-hidden="true">
                     {move || scale.with(|sc| sc.value_ticks.iter().map(|v| {
-                        let bottom = format!("bottom: {:.2}%", sc.y(*v) * 100.0);
+                        let bottom = format!("bottom: {}%", format::Fixed(sc.y(*v) * 100.0, 2));
                         view! { <span style=bottom>{tick_label(*v)}</span> }
                     }).collect_view())}
                 </div>
@@ -284,7 +284,7 @@ pub fn Chart(
                         <polyline
                             points=move || samples.with(|s| scale.with(|sc| {
                                 s.iter()
-                                    .map(|(t, v)| format!("{:.1},{:.1}", sc.x(*t) * PLOT_W, PLOT_H - sc.y(*v) * PLOT_H))
+                                    .map(|(t, v)| format!("{},{}", format::Fixed(sc.x(*t) * PLOT_W, 1), format::Fixed(PLOT_H - sc.y(*v) * PLOT_H, 1)))
                                     .collect::<Vec<_>>()
                                     .join(" ")
                             }))
@@ -298,7 +298,7 @@ pub fn Chart(
                     </svg>
                     {move || selected.get().map(|(t, v)| {
                         let (x, y) = scale.with(|sc| (sc.x(t), sc.y(v)));
-                        let dot = format!("left: {:.2}%; bottom: {:.2}%", x * 100.0, y * 100.0);
+                        let dot = format!("left: {}%; bottom: {}%", format::Fixed(x * 100.0, 2), format::Fixed(y * 100.0, 2));
                         view! { <span class="marker" style=dot></span> }
                     })}
                     <div
@@ -311,9 +311,9 @@ pub fn Chart(
                                 .get()
                                 .map_or((0.0, 0.0), |(t, v)| scale.with(|sc| (sc.x(t), sc.y(v))));
                             let across = if x > 0.5 {
-                                format!("right: calc({:.2}% + 10px)", (1.0 - x) * 100.0)
+                                format!("right: calc({}% + 10px)", format::Fixed((1.0 - x) * 100.0, 2))
                             } else {
-                                format!("left: calc({:.2}% + 10px)", x * 100.0)
+                                format!("left: calc({}% + 10px)", format::Fixed(x * 100.0, 2))
                             };
                             let along = if y > 0.5 { "bottom: 0.3rem" } else { "top: 0.3rem" };
                             format!("{across}; {along}")
@@ -326,7 +326,7 @@ pub fn Chart(
                 </div>
                 <div class="x-axis" aria-hidden="true">
                     {move || scale.with(|sc| sc.time_ticks.iter().map(|before| {
-                        let left = format!("left: {:.2}%", sc.x((sc.first + sc.span).saturating_sub(*before)) * 100.0);
+                        let left = format!("left: {}%", format::Fixed(sc.x((sc.first + sc.span).saturating_sub(*before)) * 100.0, 2));
                         view! { <span style=left>{time_tick_label(*before)}</span> }
                     }).collect_view())}
                 </div>

@@ -201,9 +201,12 @@ fn HostCard(host: HostStats) -> impl IntoView {
             }).collect_view()}
             <span class="caption">
                 {format!(
-                    "CPU {:.0} % of {} · load {one:.2} {five:.2} {fifteen:.2} · swap {} / {}",
-                    host.cpu_percent,
+                    "CPU {} % of {} · load {} {} {} · swap {} / {}",
+                    format::Fixed(f64::from(host.cpu_percent), 0),
                     host.cpus,
+                    format::Fixed(one, 2),
+                    format::Fixed(five, 2),
+                    format::Fixed(fifteen, 2),
                     format::bytes(host.swap_used),
                     format::bytes(host.swap_total)
                 )}

@@ -70,11 +70,11 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
         .iter()
         .enumerate()
         .map(|(i, (name, value))| {
-            let width = *value as f64 * 100.0 / scale as f64;
+            let width = format::Fixed(*value as f64 * 100.0 / scale as f64, 2);
             view! {
                 <span
                     class=format!("segment c{}", i % 6)
-                    style=format!("width: {width:.2}%")
+                    style=format!("width: {width}%")
                     title=format!("{name}: {}", format::bytes(*value))
                 ></span>
             }
@@ -112,12 +112,12 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
 #[component]
 pub fn ActivityBars(activity: Activity) -> impl IntoView {
     let minutes = Activity::WINDOW_SECS / 60;
-    let percent = (activity.busy_ratio * 100.0).round();
-    let summary = format!("busy {percent:.0} % of the last {minutes} min");
+    let percent = format::Fixed(f64::from(activity.busy_ratio) * 100.0, 0);
+    let summary = format!("busy {percent} % of the last {minutes} min");
     view! {
         <div class="activity" class:busy-now=activity.busy_now>
             <svg
-                viewBox=format!("0 0 {} 10", activity.buckets.len())
+                viewBox=format!("0 0 {} 100", activity.buckets.len() * 10)
                 preserveAspectRatio="none"
                 role="img"
                 aria-label=format!("Activity: {summary}")
@@ -129,17 +129,17 @@ pub fn ActivityBars(activity: Activity) -> impl IntoView {
     }
 }
 
-/// The SVG path of the activity bars: for each slice with answers, a bar 0.8 wide at its
-/// index, from the bottom (y = 10) up to its share of 10, at least 0.4 so that an idle slice
-/// with answers still shows.
+/// The SVG path of the activity bars, in whole units (a slice is 10 wide, the box 100 high):
+/// for each slice with answers, a bar 8 wide at its place, from the bottom up to its share
+/// of 100, at least 4 so that an idle slice with answers still shows.
 fn bars_path(buckets: &[Option<u8>]) -> String {
     use std::fmt::Write as _;
     let mut path = String::with_capacity(buckets.len() * 20);
     for (i, bucket) in buckets.iter().enumerate() {
         if let Some(percent) = bucket {
-            let height = f32::from((*percent).clamp(4, 100)) / 10.0;
+            let top = 100 - (*percent).clamp(4, 100);
             // Writing to a String cannot fail.
-            let _ = write!(path, "M{i} {:.1}h0.8V10h-0.8Z", 10.0 - height);
+            let _ = write!(path, "M{} {top}h8V100h-8Z", i * 10);
         }
     }
     path
@@ -151,8 +151,8 @@ pub fn GenerationText(generation: Generation) -> impl IntoView {
     view! {
         <span class="generation" data-testid="generation">
             {format!(
-                "{:.1} tokens/s · {} tokens generated",
-                generation.tokens_per_second,
+                "{} tokens/s · {} tokens generated",
+                format::Fixed(f64::from(generation.tokens_per_second), 1),
                 generation.tokens_generated
             )}
         </span>
@@ -546,7 +546,7 @@ mod tests {
     fn each_slice_with_answers_is_one_bar_of_its_share() {
         assert_eq!(
             bars_path(&[None, Some(0), Some(50), Some(100)]),
-            "M1 9.6h0.8V10h-0.8ZM2 5.0h0.8V10h-0.8ZM3 0.0h0.8V10h-0.8Z"
+            "M10 96h8V100h-8ZM20 50h8V100h-8ZM30 0h8V100h-8Z"
         );
         assert_eq!(bars_path(&[None, None]), "");
     }
