@@ -15,6 +15,7 @@ name=backend-monitor
 site=target/site
 pkg="$site/pkg"
 wasm=target/wasm32-unknown-unknown/wasm-release/app.wasm
+hydration=target/wasm32-unknown-unknown/wasm-release/app.hydration.wasm
 
 cargo build --release -p server --bin backend-monitor --bin demo-backend
 # The hydration bundle: profile wasm-release (opt-level z, LTO, one codegen unit, panic abort).
@@ -23,9 +24,12 @@ cargo build -p app --lib --target wasm32-unknown-unknown --no-default-features -
 
 rm -rf "$site"
 mkdir -p "$pkg"
+# Leptos' asynchronous and template hydration, which the panel never uses: a quarter of the
+# bundle's code (see the script).
+node scripts/strip-unused-hydration.mjs "$wasm" "$hydration"
 # backend-monitor.js and backend-monitor_bg.wasm: the names Leptos' hydration script asks for
 # when the server was built by plain cargo.
-wasm-bindgen --target web --no-typescript --out-name "$name" --out-dir "$pkg" "$wasm"
+wasm-bindgen --target web --no-typescript --out-name "$name" --out-dir "$pkg" "$hydration"
 # The flags cargo-leptos passes: smallest code, with the features rustc's wasm32 target emits.
 wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int "$pkg/${name}_bg.wasm" \
   -o "$pkg/${name}_bg.wasm"

@@ -591,8 +591,9 @@ fn bundle(report: &mut Report) -> Result<(), Error> {
 }
 
 /// What the bundle's code is made of: `twiggy top` on the release WebAssembly made again with
-/// its names kept (`wasm-bindgen --keep-debug`, then `wasm-opt -Oz -g`, as scripts/build.sh does
-/// without them), grouped by crate, and its biggest items.
+/// its names kept (`scripts/strip-unused-hydration.mjs`, `wasm-bindgen --keep-debug`, then
+/// `wasm-opt -Oz -g`, as scripts/build.sh does without them), grouped by crate, and its
+/// biggest items.
 fn bundle_contents(report: &mut Report) -> Result<(), Error> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let input = root.join("target/wasm32-unknown-unknown/wasm-release/app.wasm");
@@ -606,10 +607,19 @@ fn bundle_contents(report: &mut Report) -> Result<(), Error> {
         }
         Ok(out.stdout)
     };
-    let (bound, named) = (
+    let (stripped, bound, named) = (
+        dir.path().join("app.wasm"),
         dir.path().join("app_bg.wasm"),
         dir.path().join("named.wasm"),
     );
+    run(
+        "node",
+        &[
+            root.join("scripts/strip-unused-hydration.mjs").as_os_str(),
+            input.as_os_str(),
+            stripped.as_os_str(),
+        ],
+    )?;
     run(
         "wasm-bindgen",
         &[
@@ -618,7 +628,7 @@ fn bundle_contents(report: &mut Report) -> Result<(), Error> {
             "--keep-debug".as_ref(),
             "--out-dir".as_ref(),
             dir.path().as_os_str(),
-            input.as_os_str(),
+            stripped.as_os_str(),
         ],
     )?;
     run(
@@ -656,8 +666,8 @@ fn bundle_contents(report: &mut Report) -> Result<(), Error> {
     let total: u64 = items.iter().map(|i| i.shallow_size).sum();
     const GROUPS: [(&str, &str); 9] = [
         (
-            "hydrate_async",
-            "hydration of type-erased views (`hydrate_async`)",
+            "hydrate",
+            "hydration (the synchronous path; scripts/strip-unused-hydration.mjs strips the rest)",
         ),
         (
             "serde",
@@ -668,7 +678,7 @@ fn bundle_contents(report: &mut Report) -> Result<(), Error> {
             "reactive_graph",
             "reactive_graph (Leptos signals and effects)",
         ),
-        ("leptos", "leptos (components, Suspense)"),
+        ("leptos", "leptos (components, `For`)"),
         ("app::", "the panel's own code (`app::`)"),
         ("data segment", "data (strings, tables)"),
         ("fmt", "core::fmt (formatting)"),
