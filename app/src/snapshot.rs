@@ -379,7 +379,11 @@ impl Observation {
 /// Where a start is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case", tag = "phase")]
+#[serde(
+    rename_all = "snake_case",
+    tag = "phase",
+    try_from = "StartPhaseFields"
+)]
 pub enum StartPhase {
     /// Waiting for `Health` to answer OK: check `attempt` of `of`.
     HealthCheck {
@@ -393,6 +397,42 @@ pub enum StartPhase {
         /// The model file.
         model: String,
     },
+}
+
+/// [`StartPhase`]'s JSON object read as plain fields. serde reads an internally tagged enum
+/// through a buffered copy of the whole value (its `Content` tree), which cost the browser
+/// bundle several KB for these two variants.
+#[derive(Deserialize)]
+struct StartPhaseFields {
+    phase: StartPhaseName,
+    attempt: Option<u32>,
+    of: Option<u32>,
+    model: Option<String>,
+}
+
+/// The `phase` tag of a [`StartPhase`].
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StartPhaseName {
+    HealthCheck,
+    Loading,
+}
+
+impl TryFrom<StartPhaseFields> for StartPhase {
+    type Error = &'static str;
+
+    fn try_from(fields: StartPhaseFields) -> Result<Self, Self::Error> {
+        match fields.phase {
+            StartPhaseName::HealthCheck => match (fields.attempt, fields.of) {
+                (Some(attempt), Some(of)) => Ok(StartPhase::HealthCheck { attempt, of }),
+                _ => Err("a health_check phase needs `attempt` and `of`"),
+            },
+            StartPhaseName::Loading => fields
+                .model
+                .map(|model| StartPhase::Loading { model })
+                .ok_or("a loading phase needs `model`"),
+        }
+    }
 }
 
 /// The progress of a start in progress.
@@ -718,7 +758,31 @@ pub struct Permissions {
 
 #[cfg(test)]
 mod tests {
-    use super::BackendsPage;
+    use super::{BackendsPage, StartPhase};
+
+    #[test]
+    fn start_phases_read_back_what_is_written_and_name_what_is_missing() {
+        for phase in [
+            StartPhase::HealthCheck { attempt: 2, of: 30 },
+            StartPhase::Loading {
+                model: "m.gguf".into(),
+            },
+        ] {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(
+                serde_json::from_str::<StartPhase>(&json).unwrap(),
+                phase,
+                "{json}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&StartPhase::HealthCheck { attempt: 2, of: 30 }).unwrap(),
+            r#"{"phase":"health_check","attempt":2,"of":30}"#
+        );
+        let missing = serde_json::from_str::<StartPhase>(r#"{"phase":"loading"}"#).unwrap_err();
+        assert!(missing.to_string().contains("needs `model`"), "{missing}");
+        assert!(serde_json::from_str::<StartPhase>(r#"{"phase":"sleeping"}"#).is_err());
+    }
 
     #[test]
     fn pages_hold_a_hundred_rows_and_out_of_range_pages_are_clamped() {
