@@ -5,7 +5,7 @@ use crate::format;
 use crate::live;
 use crate::snapshot::{HistoryPoint, LOG_LINES_KEPT, LogStream, ModelDetail};
 use crate::widgets::{
-    ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo, ProcessTree,
+    ActionButton, ActivityBars, GenerationText, ProcessTree, badges, memory_cell, process_info,
 };
 use leptos::prelude::*;
 
@@ -70,7 +70,7 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
     view! {
         <header class="model-header">
             <h1>{name.clone()}</h1>
-            <div class="badges">{move || summary.with(|s| view! { <Badges lifecycle=s.lifecycle observation=s.observation.clone() /> })}</div>
+            <div class="badges">{move || summary.with(|s| badges(s.lifecycle, s.observation.as_ref()))}</div>
             <div class="model-activity">
                 {move || summary.with(|s| s.activity.clone()).map(|activity| view! { <ActivityBars activity /> })}
                 {move || summary.with(|s| s.observation.as_ref().and_then(|o| o.generation.clone()))
@@ -86,11 +86,11 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
         <section class="model-cards">
             <article class="card">
                 <h2>"Memory"</h2>
-                {move || view! { <MemoryCell backend=summary.get() /> }}
+                {move || summary.with(memory_cell)}
             </article>
             <article class="card">
                 <h2>"Process"</h2>
-                {move || view! { <ProcessInfo backend=summary.get() /> }}
+                {move || summary.with(process_info)}
                 {move || summary.with(|s| s.observation.as_ref().and_then(|o| o.measured.clone()))
                     .map(|measured| view! { <ProcessTree measured /> }.into_any())}
             </article>

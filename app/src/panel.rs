@@ -3,7 +3,9 @@
 use crate::format;
 use crate::live;
 use crate::snapshot::{BackendSummary, BackendsPage, HostStats};
-use crate::widgets::{ActionButton, ActivityBars, Badges, GenerationText, MemoryCell, ProcessInfo};
+use crate::widgets::{
+    ActionButton, ActivityBars, GenerationText, badges, memory_cell, process_info,
+};
 use leptos::prelude::*;
 
 /// One page of the table (from 1), from the registry's cached observations.
@@ -258,18 +260,18 @@ fn BackendRow(
                 </span>
             </th>
             // Status, memory and process change together: one closure draws the three cells.
-            {move || row.get().map(|b| {
+            {move || row.with(|r| r.as_ref().map(|b| {
                 let generation = b.observation.as_ref().and_then(|o| o.generation.clone());
                 view! {
                     <td data-label="Status" class="status-cell">
-                        <Badges lifecycle=b.lifecycle observation=b.observation.clone() />
+                        {badges(b.lifecycle, b.observation.as_ref())}
                         {b.activity.clone().map(|activity| view! { <ActivityBars activity /> })}
                         {generation.map(|generation| view! { <GenerationText generation /> })}
                     </td>
-                    <td data-label="Memory" class="memory-cell"><MemoryCell backend=b.clone() /></td>
-                    <td data-label="Process"><ProcessInfo backend=b /></td>
+                    <td data-label="Memory" class="memory-cell">{memory_cell(b)}</td>
+                    <td data-label="Process">{process_info(b)}</td>
                 }
-            })}
+            }))}
             <td class="actions">
                 {move || controls.get().map(|(lifecycle, kind, refused)| view! {
                     <ActionButton name=action_name.clone() lifecycle kind return_to=return_to.clone() on_done can_control refused />

@@ -9,15 +9,14 @@ use crate::snapshot::{
 };
 use leptos::prelude::*;
 
+// The cells drawn from a whole `BackendSummary` borrow it and copy only what they show: a
+// panel page draws a hundred rows, and cloning each row's summary for every cell was a large
+// share of its allocations.
+
 /// Lifecycle and backend state, each with colour and text.
-#[component]
-pub fn Badges(lifecycle: Lifecycle, observation: Option<Observation>) -> impl IntoView {
-    let state = observation
-        .as_ref()
-        .and_then(|o| o.status.as_ref())
-        .map(|s| s.state);
+pub fn badges(lifecycle: Lifecycle, observation: Option<&Observation>) -> impl IntoView + use<> {
+    let state = observation.and_then(|o| o.status.as_ref()).map(|s| s.state);
     let unanswered = observation
-        .as_ref()
         .and_then(|o| o.status_error.as_ref())
         .map(|e| (e.kind.phrase(), e.message.clone()));
     view! {
@@ -204,15 +203,14 @@ pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<StatusFailure>) ->
 /// The memory column: the memory in use (measured for the process tree when the pid is known),
 /// its GPU memory, then what the backend reports (flagged when it looks like virtual size), or
 /// the process figures when it reports nothing, or why there is no data.
-#[component]
-pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
+pub fn memory_cell(backend: &BackendSummary) -> AnyView {
     if backend.lifecycle == Lifecycle::Failed {
-        return view! { <FailureDetails backend /> }.into_any();
+        return failure_details(backend).into_any();
     }
-    if let (Lifecycle::Stopped, Some(freed)) = (backend.lifecycle, backend.freed) {
-        return view! { <FreedNote freed /> }.into_any();
+    if let (Lifecycle::Stopped, Some(freed)) = (backend.lifecycle, &backend.freed) {
+        return view! { <FreedNote freed=freed.clone() /> }.into_any();
     }
-    let Some(observation) = backend.observation else {
+    let Some(observation) = &backend.observation else {
         let text = match backend.lifecycle {
             Lifecycle::Starting => starting_text(backend.start_progress.as_ref()),
             Lifecycle::Running => "waiting for the first sample…".to_string(),
@@ -251,29 +249,31 @@ pub fn MemoryCell(backend: BackendSummary) -> impl IntoView {
         }
     });
     let looks_virtual = observation.reported_looks_virtual();
-    let reason = observation.status_error;
-    let detail = match (observation.status, observation.process) {
-        (Some(status), _) => match status.memory {
+    let reason = observation.status_error.clone();
+    let detail = match (&observation.status, &observation.process) {
+        (Some(status), _) => match &status.memory {
             Some(memory) => {
                 let warning = looks_virtual.then(|| view! {
                     <p class="warning" data-testid="reported-virtual">
                         {format!("Reported total {} looks like virtual size, not memory in use", format::bytes(memory.total))}
                     </p>
                 });
-                view! { {warning}<MemoryBreakdown memory /> }.into_any()
+                view! { {warning}<MemoryBreakdown memory=memory.clone() /> }.into_any()
             }
             None => {
                 view! { <p class="muted caption">"the backend reports no memory"</p> }.into_any()
             }
         },
-        (None, Some(metrics)) => view! { <ProcessFigures metrics reason /> }.into_any(),
+        (None, Some(metrics)) => {
+            view! { <ProcessFigures metrics=metrics.clone() reason /> }.into_any()
+        }
         (None, None) => {
             let mut why = vec![
                 reason
                     .as_ref()
                     .map_or_else(|| "no answer".to_string(), failure_text),
             ];
-            why.extend(observation.process_error);
+            why.extend(observation.process_error.clone());
             view! { <span class="warning">{format!("No data: {}", why.join("; "))}</span> }
                 .into_any()
         }
@@ -348,15 +348,15 @@ pub fn ProcessTree(measured: MeasuredMemory) -> impl IntoView {
 }
 
 /// The last error and the backend's last stderr lines.
-#[component]
-pub fn FailureDetails(backend: BackendSummary) -> impl IntoView {
+pub fn failure_details(backend: &BackendSummary) -> impl IntoView + use<> {
     let tail = backend.stderr_tail.join("\n");
+    let restarts = backend.restarts;
     view! {
         <div class="failure" role="alert">
-            <p class="error-message">{backend.last_error.unwrap_or_else(|| "failed".to_string())}</p>
+            <p class="error-message">{backend.last_error.clone().unwrap_or_else(|| "failed".to_string())}</p>
             {backend.restart_in_secs.map(|secs| view! {
                 <p class="restarting" data-testid="restart-countdown">
-                    {format!("Restarting in {} ({} restarts so far)", format::duration(secs), backend.restarts)}
+                    {format!("Restarting in {} ({restarts} restarts so far)", format::duration(secs))}
                 </p>
             })}
             {(!tail.is_empty()).then(|| view! { <pre class="stderr" aria-label="Last stderr lines">{tail}</pre> })}
@@ -365,8 +365,7 @@ pub fn FailureDetails(backend: BackendSummary) -> impl IntoView {
 }
 
 /// pid, address, uptime, and (when they apply) the idle-stop countdown and restarts.
-#[component]
-pub fn ProcessInfo(backend: BackendSummary) -> impl IntoView {
+pub fn process_info(backend: &BackendSummary) -> AnyView {
     let idle = backend.idle_left_secs.map(|secs| {
         view! { <div><dt>"idle stop in"</dt><dd data-testid="idle-countdown">{format::duration(secs)}</dd></div> }
             .into_any()
@@ -384,7 +383,7 @@ pub fn ProcessInfo(backend: BackendSummary) -> impl IntoView {
     view! {
         <dl class="process-info">
             <div><dt>"pid"</dt><dd>{backend.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd></div>
-            <div><dt>"address"</dt><dd>{backend.address.unwrap_or_else(|| "—".into())}</dd></div>
+            <div><dt>"address"</dt><dd>{backend.address.clone().unwrap_or_else(|| "—".into())}</dd></div>
             <div><dt>"uptime"</dt><dd>{backend.uptime_secs.map(format::duration).unwrap_or_else(|| "—".into())}</dd></div>
             {idle}
             {restarts}
