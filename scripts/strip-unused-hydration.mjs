@@ -8,7 +8,7 @@
 //   type-erased `AnyView`, which stores a pointer to its `hydrate_async` beside its `hydrate`
 //   (tachys' `view/any_view.rs`). The panel hydrates synchronously (`hydrate_body`; no
 //   `Suspense`, no islands), so none of them ever runs, but a stored function pointer keeps the
-//   function, the future it builds and everything that calls: the linker cannot see that the
+//   function, the future it builds and everything they call: the linker cannot see that the
 //   pointer is never called.
 // - Hydration from a `<template>` (`hydrate_from_template`, kept the same way by every
 //   type-erased attribute); the panel has no `ViewTemplate`.
@@ -50,6 +50,7 @@ function uleb(at) {
   }
 }
 
+/** The unsigned LEB128 bytes of `value`. */
 function encodeUleb(value) {
   const out = [];
   do {
@@ -61,6 +62,7 @@ function encodeUleb(value) {
   return Buffer.from(out);
 }
 
+/** Reads a length-prefixed UTF-8 name at `at`: [name, position after it]. */
 function name(at) {
   const [length, start] = uleb(at);
   return [bytes.toString('utf8', start, start + length), start + length];
