@@ -15,11 +15,11 @@ export const PANEL_PORT = PORT_BASE + 1;
 export const DEFAULT_PORT = PORT_BASE;
 /** Port of the server with API keys (keys.toml): the sign-in page and read-only sessions. */
 export const KEYS_PORT = PORT_BASE + 2;
-/** The keys that server accepts. */
 /** Port of the server with more backends than one page of the table holds. */
 export const PAGES_PORT = PORT_BASE + 3;
 /** How many backends that server has: 100 on the first page, the rest on the second. */
 export const PAGED_BACKENDS = 120;
+/** The keys that server accepts. */
 export const ADMIN_KEY = 'e2e-admin-key-2f9c';
 export const READ_KEY = 'e2e-read-key-7b1e';
 

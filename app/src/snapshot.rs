@@ -596,25 +596,6 @@ pub struct PanelSnapshot {
     pub host: Option<HostStats>,
 }
 
-impl PanelSnapshot {
-    /// How many backends are running.
-    pub fn running(&self) -> usize {
-        self.backends
-            .iter()
-            .filter(|b| b.lifecycle == Lifecycle::Running)
-            .count()
-    }
-
-    /// Memory in use by running backends, in bytes.
-    pub fn memory_in_use(&self) -> u64 {
-        self.backends
-            .iter()
-            .filter(|b| b.lifecycle == Lifecycle::Running)
-            .filter_map(BackendSummary::memory_bytes)
-            .sum()
-    }
-}
-
 /// One page of the panel's table: the snapshot with this page's backends only, and totals over
 /// every backend (see [`crate::directory::BackendDirectory::page`]). A thousand rows refreshed
 /// every second would weigh megabytes a second on the browser and the server alike; nobody reads

@@ -358,9 +358,8 @@ impl Registry {
 impl BackendDirectory for Registry {
     fn page(&self, page: usize) -> BackendsPage {
         self.watchers.looked();
-        // Totals from each model's view and latest observation, without summarising the rows
-        // of the other pages: the same figures as `PanelSnapshot::running`,
-        // `PanelSnapshot::memory_in_use` and `running_rss` over every summary.
+        // Totals over every model (running ones, their memory in use and measured RSS) from each
+        // model's view and latest observation, without summarising the rows of other pages.
         let (mut running, mut memory_in_use, mut measured_rss) = (0, 0, 0);
         for model in &self.models {
             let Some(run) = model.running_run() else {

@@ -96,33 +96,35 @@ async fn a_form_post_with_return_to_redirects_back_to_the_panel() {
     let app = spawn_app(&demo_model("chat", &[], &["weights_mib:1"])).await;
     app.wait_for_lifecycle("chat", "running", START).await;
     let no_redirects = client_without_redirects();
-    let response = no_redirects
-        .post(app.url("/backend/shutdown"))
-        .form(&[("model", "chat"), ("return_to", "/")])
-        .send()
-        .await
-        .unwrap();
+    // A form post of the panel, for "chat", that asks to return to `return_to`.
+    let post = |path: &str, return_to: &'static str| {
+        no_redirects
+            .post(app.url(path))
+            .form(&[("model", "chat"), ("return_to", return_to)])
+            .send()
+    };
+    let location =
+        |response: &reqwest::Response| response.headers()["location"].to_str().unwrap().to_string();
+    let response = post("/backend/shutdown", "/").await.unwrap();
     assert_eq!(response.status(), 303);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("/?notice="), "{location}");
+    let location_after_stop = location(&response);
+    assert!(
+        location_after_stop.starts_with("/?notice="),
+        "{location_after_stop}"
+    );
     assert_eq!(app.backend("chat").await["lifecycle"], "stopped");
 
     // From a later page of the table, back to that page.
-    let response = no_redirects
-        .post(app.url("/backend/load"))
-        .form(&[("model", "chat"), ("return_to", "/?page=2")])
-        .send()
-        .await
-        .unwrap();
+    let response = post("/backend/load", "/?page=2").await.unwrap();
     assert_eq!(response.status(), 303);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with("/?page=2&notice="), "{location}");
+    let location_after_start = location(&response);
+    assert!(
+        location_after_start.starts_with("/?page=2&notice="),
+        "{location_after_start}"
+    );
     app.wait_for_lifecycle("chat", "running", START).await;
 
-    let response = no_redirects
-        .post(app.url("/backend/shutdown"))
-        .form(&[("model", "chat"), ("return_to", "https://evil.example/")])
-        .send()
+    let response = post("/backend/shutdown", "https://evil.example/")
         .await
         .unwrap();
     assert_eq!(response.status(), 400, "only local paths are followed");
