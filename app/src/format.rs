@@ -36,17 +36,28 @@ impl fmt::Display for Fixed {
 
 /// Bytes in binary units with one decimal: `512 B`, `1.5 KiB`, `96.0 MiB`, `3.2 GiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
+    Bytes(n).to_string()
+}
+
+/// [`bytes`] as a `Display`, to write into a larger string without a `String` of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        let n = self.0;
+        if n < 1024 {
+            return write!(f, "{n} B");
+        }
+        let mut value = n as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit < UNITS.len() - 1 {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{} {}", Fixed(value, 1), UNITS[unit])
     }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{} {}", Fixed(value, 1), UNITS[unit])
 }
 
 /// A duration in seconds as `45s`, `12m 05s`, `3h 07m`, `2d 04h`.

@@ -50,10 +50,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// The root component: the header and the page the URL names, drawn from the [`PageData`] in
-/// context. Links between pages are plain links, answered by the server (see [`location`]).
+/// context (taken, not cloned: nothing else reads it, and a page holds a hundred backends).
+/// Links between pages are plain links, answered by the server (see [`location`]).
 #[component]
 pub fn App() -> impl IntoView {
-    let data = use_context::<PageData>()
+    let data = take_context::<PageData>()
         .unwrap_or_else(|| PageData::unavailable("the page's data is missing".to_owned()));
     let can_control = data.can_control;
     let page = match data.page {

@@ -5,7 +5,7 @@ use crate::format;
 use crate::live;
 use crate::snapshot::{HistoryPoint, LOG_LINES_KEPT, LogStream, ModelDetail};
 use crate::widgets::{
-    ActionButton, ActivityBars, GenerationText, ProcessTree, badges, memory_cell, process_info,
+    ActionButton, ProcessTree, activity_bars, badges, generation_text, memory_cell, process_info,
 };
 use leptos::prelude::*;
 
@@ -72,9 +72,8 @@ fn ModelView(initial: ModelDetail, can_control: bool) -> impl IntoView {
             <h1>{name.clone()}</h1>
             <div class="badges">{move || summary.with(|s| badges(s.lifecycle, s.observation.as_ref()))}</div>
             <div class="model-activity">
-                {move || summary.with(|s| s.activity.clone()).map(|activity| view! { <ActivityBars activity /> })}
-                {move || summary.with(|s| s.observation.as_ref().and_then(|o| o.generation.clone()))
-                    .map(|generation| view! { <GenerationText generation /> })}
+                {move || summary.with(|s| s.activity.as_ref().map(activity_bars))}
+                {move || summary.with(|s| s.observation.as_ref().and_then(|o| o.generation.as_ref()).map(generation_text))}
             </div>
             <div class="actions">
                 {move || {

@@ -4,7 +4,7 @@ use crate::format;
 use crate::live;
 use crate::snapshot::{BackendSummary, BackendsPage, HostStats};
 use crate::widgets::{
-    ActionButton, ActivityBars, GenerationText, badges, memory_cell, process_info,
+    ActionButton, activity_bars, badges, generation_text, memory_cell, process_info,
 };
 use leptos::prelude::*;
 
@@ -261,12 +261,11 @@ fn BackendRow(
             </th>
             // Status, memory and process change together: one closure draws the three cells.
             {move || row.with(|r| r.as_ref().map(|b| {
-                let generation = b.observation.as_ref().and_then(|o| o.generation.clone());
                 view! {
                     <td data-label="Status" class="status-cell">
                         {badges(b.lifecycle, b.observation.as_ref())}
-                        {b.activity.clone().map(|activity| view! { <ActivityBars activity /> })}
-                        {generation.map(|generation| view! { <GenerationText generation /> })}
+                        {b.activity.as_ref().map(activity_bars)}
+                        {b.observation.as_ref().and_then(|o| o.generation.as_ref()).map(generation_text)}
                     </td>
                     <td data-label="Memory" class="memory-cell">{memory_cell(b)}</td>
                     <td data-label="Process">{process_info(b)}</td>

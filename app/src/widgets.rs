@@ -34,37 +34,39 @@ pub fn badges(lifecycle: Lifecycle, observation: Option<&Observation>) -> impl I
 
 /// Orders breakdown parts: weights, then KV cache, then the rest by name; adds `other` for any
 /// remainder so the parts add up to the total.
-pub fn memory_parts(memory: &MemoryUsage) -> Vec<(String, u64)> {
+pub fn memory_parts(memory: &MemoryUsage) -> Vec<(&str, u64)> {
     let rank = |name: &str| match name {
         "weights" => 0,
         "kv_cache" => 1,
         _ => 2,
     };
-    let mut parts: Vec<(String, u64)> = memory
+    let mut parts: Vec<(&str, u64)> = memory
         .breakdown
         .iter()
         .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| (k.clone(), *v))
+        .map(|(k, v)| (k.as_str(), *v))
         .collect();
-    parts.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    parts.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then_with(|| a.0.cmp(b.0)));
     let sum: u64 = parts.iter().map(|(_, v)| v).sum();
     if sum < memory.total {
-        parts.push(("other".to_string(), memory.total - sum));
+        parts.push(("other", memory.total - sum));
     }
     parts
 }
 
-/// Memory as the backend reports it: total, a stacked bar and its legend.
-#[component]
-pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
+/// Memory as the backend reports it: a stacked bar and its legend, under its total unless the
+/// headline above already shows that total (`with_total` false).
+pub fn memory_breakdown(memory: &MemoryUsage, with_total: bool) -> impl IntoView + use<> {
+    use std::fmt::Write as _;
     let total = memory.total;
-    let parts = memory_parts(&memory);
+    let parts = memory_parts(memory);
     let scale: u64 = parts.iter().map(|(_, v)| v).sum::<u64>().max(1);
-    let description = parts
-        .iter()
-        .map(|(k, v)| format!("{k} {}", format::bytes(*v)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut description = String::from("Memory breakdown: ");
+    for (i, (name, value)) in parts.iter().enumerate() {
+        let separator = if i == 0 { "" } else { ", " };
+        // Writing to a String cannot fail.
+        let _ = write!(description, "{separator}{name} {}", format::Bytes(*value));
+    }
     let segments = parts
         .iter()
         .enumerate()
@@ -74,7 +76,7 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
                 <span
                     class=format!("segment c{}", i % 6)
                     style=format!("width: {width}%")
-                    title=format!("{name}: {}", format::bytes(*value))
+                    title=format!("{name}: {}", format::Bytes(*value))
                 ></span>
             }
         })
@@ -84,22 +86,23 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
         .enumerate()
         .map(|(i, (name, value))| {
             view! {
-                <li>
-                    <span class=format!("swatch c{}", i % 6)></span>
-                    <span class="part-name">{name}</span>
+                <li class=format!("c{}", i % 6)>
+                    <span class="part-name">{name.to_owned()}</span>
                     " "
-                    <span class="part-value" data-bytes=value.to_string()>{format::bytes(value)}</span>
+                    <span class="part-value" data-bytes=value>{format::bytes(value)}</span>
                 </li>
             }
         })
         .collect_view();
     view! {
         <div class="reported">
-            <span class="caption">
-                "reported by the backend: "
-                <span class="reported-total" data-bytes=total.to_string()>{format::bytes(total)}</span>
-            </span>
-            <div class="bar" role="img" aria-label=format!("Memory breakdown: {description}")>{segments}</div>
+            {with_total.then(|| view! {
+                <span class="caption">
+                    "reported by the backend: "
+                    <span class="reported-total" data-bytes=total>{format::bytes(total)}</span>
+                </span>
+            })}
+            <div class="bar" role="img" aria-label=description>{segments}</div>
             <ul class="legend">{legend}</ul>
         </div>
     }
@@ -108,8 +111,7 @@ pub fn MemoryBreakdown(memory: MemoryUsage) -> impl IntoView {
 /// How busy the backend was over the last minutes: one bar per slice (its height the share of
 /// BUSY answers), and the share over the whole window in words. The bars are one SVG path, so a
 /// row costs one element however many slices have answers.
-#[component]
-pub fn ActivityBars(activity: Activity) -> impl IntoView {
+pub fn activity_bars(activity: &Activity) -> impl IntoView + use<> {
     let minutes = Activity::WINDOW_SECS / 60;
     let percent = format::Fixed(f64::from(activity.busy_ratio) * 100.0, 0);
     let summary = format!("busy {percent} % of the last {minutes} min");
@@ -145,8 +147,7 @@ fn bars_path(buckets: &[Option<u8>]) -> String {
 }
 
 /// Generation speed and tokens of the current (or last) request, from `GetMetrics`.
-#[component]
-pub fn GenerationText(generation: Generation) -> impl IntoView {
+pub fn generation_text(generation: &Generation) -> impl IntoView + use<> {
     view! {
         <span class="generation" data-testid="generation">
             {format!(
@@ -182,16 +183,18 @@ pub fn starting_text(progress: Option<&StartProgress>) -> String {
 }
 
 /// OS process metrics, labelled as such, with the reason the backend gave none.
-#[component]
-pub fn ProcessFigures(metrics: ProcessMetrics, reason: Option<StatusFailure>) -> impl IntoView {
+pub fn process_figures(
+    metrics: &ProcessMetrics,
+    reason: Option<&StatusFailure>,
+) -> impl IntoView + use<> {
     view! {
         <div class="process-metrics">
             <p class="source">
                 <span class="tag">"Process metrics"</span>
-                {reason.map(|r| view! { <span class="why">{format!("backend gave none: {}", failure_text(&r))}</span> })}
+                {reason.map(|r| view! { <span class="why">{format!("backend gave none: {}", failure_text(r))}</span> })}
             </p>
             <dl>
-                <div><dt>"RSS"</dt><dd data-bytes=metrics.memory_info.rss.to_string()>{format::bytes(metrics.memory_info.rss)}</dd></div>
+                <div><dt>"RSS"</dt><dd data-bytes=metrics.memory_info.rss>{format::bytes(metrics.memory_info.rss)}</dd></div>
                 <div><dt>"VMS"</dt><dd>{format::bytes(metrics.memory_info.vms)}</dd></div>
                 <div><dt>"Memory"</dt><dd>{format::percent(f64::from(metrics.memory_percent))}</dd></div>
                 <div><dt>"CPU"</dt><dd>{format::percent(metrics.cpu_percent)}</dd></div>
@@ -234,14 +237,14 @@ pub fn memory_cell(backend: &BackendSummary) -> AnyView {
             .filter(|&bytes| bytes > 0)
             .map(|bytes| {
                 view! {
-                    <span class="vram" data-testid="vram" data-bytes=bytes.to_string()>
+                    <span class="vram" data-testid="vram" data-bytes=bytes>
                         {format!("{} VRAM", format::bytes(bytes))}
                     </span>
                 }
             });
         view! {
             <p class="memory-headline">
-                <span class="memory-total" data-bytes=total.to_string()>{format::bytes(total)}</span>
+                <span class="memory-total" data-bytes=total>{format::bytes(total)}</span>
                 " "
                 <span class="memory-source">{source}</span>
                 {vram}
@@ -249,7 +252,7 @@ pub fn memory_cell(backend: &BackendSummary) -> AnyView {
         }
     });
     let looks_virtual = observation.reported_looks_virtual();
-    let reason = observation.status_error.clone();
+    let reason = observation.status_error.as_ref();
     let detail = match (&observation.status, &observation.process) {
         (Some(status), _) => match &status.memory {
             Some(memory) => {
@@ -258,21 +261,17 @@ pub fn memory_cell(backend: &BackendSummary) -> AnyView {
                         {format!("Reported total {} looks like virtual size, not memory in use", format::bytes(memory.total))}
                     </p>
                 });
-                view! { {warning}<MemoryBreakdown memory=memory.clone() /> }.into_any()
+                // Measured memory heads the cell; else the headline is this total.
+                let with_total = observation.measured.is_some();
+                view! { {warning}{memory_breakdown(memory, with_total)} }.into_any()
             }
             None => {
                 view! { <p class="muted caption">"the backend reports no memory"</p> }.into_any()
             }
         },
-        (None, Some(metrics)) => {
-            view! { <ProcessFigures metrics=metrics.clone() reason /> }.into_any()
-        }
+        (None, Some(metrics)) => process_figures(metrics, reason).into_any(),
         (None, None) => {
-            let mut why = vec![
-                reason
-                    .as_ref()
-                    .map_or_else(|| "no answer".to_string(), failure_text),
-            ];
+            let mut why = vec![reason.map_or_else(|| "no answer".to_string(), failure_text)];
             why.extend(observation.process_error.clone());
             view! { <span class="warning">{format!("No data: {}", why.join("; "))}</span> }
                 .into_any()
@@ -364,27 +363,26 @@ pub fn failure_details(backend: &BackendSummary) -> impl IntoView + use<> {
     }
 }
 
-/// pid, address, uptime, and (when they apply) the idle-stop countdown and restarts.
+/// pid, address, uptime, and (when they apply) the idle-stop countdown and restarts: a list of
+/// `dt`/`dd` pairs without wrappers, laid out as two columns by the stylesheet.
 pub fn process_info(backend: &BackendSummary) -> AnyView {
     let idle = backend.idle_left_secs.map(|secs| {
-        view! { <div><dt>"idle stop in"</dt><dd data-testid="idle-countdown">{format::duration(secs)}</dd></div> }
+        view! { <dt>"idle stop in"</dt><dd data-testid="idle-countdown">{format::duration(secs)}</dd> }
             .into_any()
     });
     let restarts = (backend.restarts > 0).then(|| {
         let last = backend.last_exit.clone().unwrap_or_default();
         view! {
-            <div>
-                <dt>"restarts"</dt>
-                <dd title=backend.previous_run_tail.join("\n")>{format!("{} (last: {last})", backend.restarts)}</dd>
-            </div>
+            <dt>"restarts"</dt>
+            <dd title=backend.previous_run_tail.join("\n")>{format!("{} (last: {last})", backend.restarts)}</dd>
         }
         .into_any()
     });
     view! {
         <dl class="process-info">
-            <div><dt>"pid"</dt><dd>{backend.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd></div>
-            <div><dt>"address"</dt><dd>{backend.address.clone().unwrap_or_else(|| "—".into())}</dd></div>
-            <div><dt>"uptime"</dt><dd>{backend.uptime_secs.map(format::duration).unwrap_or_else(|| "—".into())}</dd></div>
+            <dt>"pid"</dt><dd>{backend.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
+            <dt>"address"</dt><dd>{backend.address.clone().unwrap_or_else(|| "—".into())}</dd>
+            <dt>"uptime"</dt><dd>{backend.uptime_secs.map(format::duration).unwrap_or_else(|| "—".into())}</dd>
             {idle}
             {restarts}
         </dl>
@@ -410,17 +408,13 @@ pub fn ActionButton(
 ) -> impl IntoView {
     let pending = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
-    let (path, label, busy_label, question) = match lifecycle {
-        Lifecycle::Running | Lifecycle::Starting => (
-            "/backend/shutdown",
-            "Shut down",
-            "Shutting down…",
-            Some(format!(
-                "Shut down {name}? Its memory will be freed and the process stopped."
-            )),
-        ),
+    // A shutdown asks first; a start does not.
+    let (path, label, busy_label, confirm) = match lifecycle {
+        Lifecycle::Running | Lifecycle::Starting => {
+            ("/backend/shutdown", "Shut down", "Shutting down…", true)
+        }
         Lifecycle::Stopped | Lifecycle::Failed if kind == BackendKind::Managed => {
-            ("/backend/load", "Start", "Starting…", None)
+            ("/backend/load", "Start", "Starting…", false)
         }
         _ => return ().into_any(),
     };
@@ -428,7 +422,7 @@ pub fn ActionButton(
         name.clone(),
         path,
         false,
-        question,
+        confirm,
         pending,
         failure,
         on_done,
@@ -474,7 +468,7 @@ fn ForceStop(
         name.clone(),
         "/backend/shutdown",
         true,
-        None,
+        false,
         pending,
         failure,
         on_done,
@@ -501,13 +495,13 @@ fn ForceStop(
     }
 }
 
-/// The hydrated submit handler of a control form: confirms (when asked to), posts JSON without
-/// leaving the page, shows a failure, and refreshes the view.
+/// The hydrated submit handler of a control form: confirms the shutdown (when `confirm`), posts
+/// JSON without leaving the page, shows a failure, and refreshes the view.
 fn submitter(
     model: String,
     path: &'static str,
     force: bool,
-    question: Option<String>,
+    confirm: bool,
     pending: RwSignal<bool>,
     failure: RwSignal<Option<String>>,
     on_done: Callback<()>,
@@ -517,8 +511,10 @@ fn submitter(
         if pending.get_untracked() {
             return;
         }
-        if let Some(q) = &question
-            && !live::confirm(q)
+        if confirm
+            && !live::confirm(&format!(
+                "Shut down {model}? Its memory will be freed and the process stopped."
+            ))
         {
             return;
         }
@@ -561,7 +557,7 @@ mod tests {
             ]),
         };
         let parts = memory_parts(&memory);
-        let names: Vec<&str> = parts.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = parts.iter().map(|(k, _)| *k).collect();
         assert_eq!(names, ["weights", "kv_cache", "activations", "other"]);
         assert_eq!(parts.iter().map(|(_, v)| v).sum::<u64>(), 100);
     }

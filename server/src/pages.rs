@@ -9,11 +9,18 @@
 
 use futures_util::{Stream, StreamExt};
 use leptos::prelude::IntoView;
+use leptos::tachys::view::Position;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// HTML chunks of a response, as leptos_axum passes them around.
 type Chunks = Pin<Box<dyn Stream<Item = String> + Send>>;
+
+/// The length of the last page rendered. A page starts with room for as much (Leptos starts
+/// from a few bytes, and a page of a hundred rows, about 200 KB, grew its string a dozen times,
+/// copying it each time).
+static LAST_PAGE_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Renders `app` with Leptos' synchronous renderer, then appends the chunks leptos_axum adds
 /// after the page (the hydration context's scripts). The signature is leptos_axum's
@@ -27,7 +34,10 @@ where
     IV: IntoView + 'static,
 {
     Box::pin(async move {
-        let html = app.to_html();
+        // What `to_html` does, into a string of the expected size.
+        let mut html = String::with_capacity(LAST_PAGE_LEN.load(Ordering::Relaxed) + 1024);
+        app.to_html_with_buf(&mut html, &mut Position::FirstChild, true, false, vec![]);
+        LAST_PAGE_LEN.store(html.len(), Ordering::Relaxed);
         Box::pin(futures_util::stream::once(async move { html }).chain(then())) as Chunks
     })
 }
