@@ -57,16 +57,9 @@ pub fn memory_parts(memory: &MemoryUsage) -> Vec<(&str, u64)> {
 /// Memory as the backend reports it: a stacked bar and its legend, under its total unless the
 /// headline above already shows that total (`with_total` false).
 pub fn memory_breakdown(memory: &MemoryUsage, with_total: bool) -> impl IntoView + use<> {
-    use std::fmt::Write as _;
     let total = memory.total;
     let parts = memory_parts(memory);
     let scale: u64 = parts.iter().map(|(_, v)| v).sum::<u64>().max(1);
-    let mut description = String::from("Memory breakdown: ");
-    for (i, (name, value)) in parts.iter().enumerate() {
-        let separator = if i == 0 { "" } else { ", " };
-        // Writing to a String cannot fail.
-        let _ = write!(description, "{separator}{name} {}", format::Bytes(*value));
-    }
     let segments = parts
         .iter()
         .enumerate()
@@ -102,14 +95,16 @@ pub fn memory_breakdown(memory: &MemoryUsage, with_total: bool) -> impl IntoView
                     <span class="reported-total" data-bytes=total>{format::bytes(total)}</span>
                 </span>
             })}
-            <div class="bar" role="img" aria-label=description>{segments}</div>
+            // The legend says in words what the bar draws.
+            <div class="bar" aria-hidden="true">{segments}</div>
             <ul class="legend">{legend}</ul>
         </div>
     }
 }
 
 /// How busy the backend was over the last minutes: one bar per slice (its height the share of
-/// BUSY answers), and the share over the whole window in words. The bars are one SVG path, so a
+/// BUSY answers), and the share over the whole window in words (what assistive technology
+/// reads; the bars are hidden from it). The bars are one SVG path, so a
 /// row costs one element however many slices have answers.
 pub fn activity_bars(activity: &Activity) -> impl IntoView + use<> {
     let minutes = Activity::WINDOW_SECS / 60;
@@ -117,11 +112,11 @@ pub fn activity_bars(activity: &Activity) -> impl IntoView + use<> {
     let summary = format!("busy {percent} % of the last {minutes} min");
     view! {
         <div class="activity" class:busy-now=activity.busy_now>
+            // The text beside the bars says what they show.
             <svg
                 viewBox=format!("0 0 {} 100", activity.buckets.len() * 10)
                 preserveAspectRatio="none"
-                role="img"
-                aria-label=format!("Activity: {summary}")
+                aria-hidden="true"
             >
                 <path d=bars_path(&activity.buckets) />
             </svg>
