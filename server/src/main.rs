@@ -9,6 +9,9 @@ use server::startup::{Application, shutdown_signal};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static HEAP: server::allocator::Heap = server::allocator::Heap;
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     match cli.command.take() {
@@ -22,7 +25,11 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(server::allocator::release_when_idle)
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -48,8 +55,6 @@ async fn serve(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Process-wide, so here rather than in `Application`: tests run several apps in one process.
-    server::allocator::spawn_trimmer();
     if let Ok(addr) = app.local_addr() {
         tracing::info!("backend-monitor watching {models} model(s) on http://{addr}");
     }

@@ -676,15 +676,14 @@ async fn burst(base: &str, pid: u32) -> Burst {
     }
 }
 
-/// The server's RSS once it settles below `bound` (polled for up to 10 s), then a trim period later.
+/// The server's RSS once it settles below `bound` (polled for up to 10 s), then a purge delay later.
 async fn settled_rss(pid: u32, bound: u64) -> u64 {
     let settle = Instant::now();
     while rss(pid) > bound && settle.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // A whole trim period and a margin, so the free pages are handed back before the reading
-    // whenever the trimmer's tick falls (3 s sometimes read a burst's garbage, sometimes not).
-    tokio::time::sleep(server::allocator::TRIM_PERIOD + Duration::from_secs(1)).await;
+    // A whole purge delay and a margin, so the free pages are handed back before the reading.
+    tokio::time::sleep(server::allocator::PURGE_DELAY + Duration::from_secs(1)).await;
     rss(pid)
 }
 
