@@ -104,8 +104,8 @@ pub fn memory_breakdown(memory: &MemoryUsage, with_total: bool) -> impl IntoView
 
 /// How busy the backend was over the last minutes: one bar per slice (its height the share of
 /// BUSY answers), and the share over the whole window in words (what assistive technology
-/// reads; the bars are hidden from it). The bars are one SVG path, so a
-/// row costs one element however many slices have answers.
+/// reads; the bars are hidden from it). The bars are one SVG path, so a row costs one element
+/// however many slices have answers.
 pub fn activity_bars(activity: &Activity) -> impl IntoView + use<> {
     let minutes = Activity::WINDOW_SECS / 60;
     let percent = format::Fixed(f64::from(activity.busy_ratio) * 100.0, 0);
