@@ -182,12 +182,12 @@ fn HostCard(host: HostStats) -> impl IntoView {
     let [one, five, fifteen] = host.load;
     view! {
         <div class="total host" data-testid="host">
-            <span class="figure">{format!("{} / {}", format::bytes(host.memory_used), format::bytes(host.memory_total))}</span>
+            <span class="figure">{format!("{} / {}", format::Bytes(host.memory_used), format::Bytes(host.memory_total))}</span>
             <span class="caption">
                 {format!(
                     "host memory used ({} free; backends hold {})",
-                    format::bytes(host.memory_available),
-                    format::bytes(host.backends_memory)
+                    format::Bytes(host.memory_available),
+                    format::Bytes(host.backends_memory)
                 )}
             </span>
             {host.gpus.into_iter().map(|gpu| view! {
@@ -196,8 +196,8 @@ fn HostCard(host: HostStats) -> impl IntoView {
                         "GPU {} {}: {} / {} used",
                         gpu.index,
                         gpu.name,
-                        format::bytes(gpu.memory_used),
-                        format::bytes(gpu.memory_total)
+                        format::Bytes(gpu.memory_used),
+                        format::Bytes(gpu.memory_total)
                     )}
                 </span>
             }).collect_view()}
@@ -209,8 +209,8 @@ fn HostCard(host: HostStats) -> impl IntoView {
                     format::Fixed(one, 2),
                     format::Fixed(five, 2),
                     format::Fixed(fifteen, 2),
-                    format::bytes(host.swap_used),
-                    format::bytes(host.swap_total)
+                    format::Bytes(host.swap_used),
+                    format::Bytes(host.swap_total)
                 )}
             </span>
         </div>

@@ -233,7 +233,7 @@ pub fn memory_cell(backend: &BackendSummary) -> AnyView {
             .map(|bytes| {
                 view! {
                     <span class="vram" data-testid="vram" data-bytes=bytes>
-                        {format!("{} VRAM", format::bytes(bytes))}
+                        {format!("{} VRAM", format::Bytes(bytes))}
                     </span>
                 }
             });
@@ -253,7 +253,7 @@ pub fn memory_cell(backend: &BackendSummary) -> AnyView {
             Some(memory) => {
                 let warning = looks_virtual.then(|| view! {
                     <p class="warning" data-testid="reported-virtual">
-                        {format!("Reported total {} looks like virtual size, not memory in use", format::bytes(memory.total))}
+                        {format!("Reported total {} looks like virtual size, not memory in use", format::Bytes(memory.total))}
                     </p>
                 });
                 // Measured memory heads the cell; else the headline is this total.
@@ -279,14 +279,14 @@ pub fn memory_cell(backend: &BackendSummary) -> AnyView {
 #[component]
 pub fn FreedNote(freed: FreedMemory) -> impl IntoView {
     let released = freed.rss_released();
-    let mut text = format!("Freed {}", format::bytes(released));
+    let mut text = format!("Freed {}", format::Bytes(released));
     if let Some(gpu) = freed.gpu_released() {
-        text.push_str(&format!(" and {} of GPU memory", format::bytes(gpu)));
+        text.push_str(&format!(" and {} of GPU memory", format::Bytes(gpu)));
     }
     text.push_str(&format!(
         " at the last stop (host: {} available before, {} after)",
-        format::bytes(freed.host_available_before),
-        format::bytes(freed.host_available_after)
+        format::Bytes(freed.host_available_before),
+        format::Bytes(freed.host_available_after)
     ));
     let held = freed
         .still_held
@@ -295,7 +295,7 @@ pub fn FreedNote(freed: FreedMemory) -> impl IntoView {
         .collect_view();
     view! {
         <div class="freed" data-testid="freed">
-            <p class="muted" data-bytes=released.to_string()>{text}</p>
+            <p class="muted" data-bytes=released>{text}</p>
             {held}
         </div>
     }
@@ -313,7 +313,7 @@ pub fn ProcessTree(measured: MeasuredMemory) -> impl IntoView {
                 <tr>
                     <td>{p.pid}</td>
                     <td>{p.name}</td>
-                    <td data-bytes=p.rss.to_string()>{format::bytes(p.rss)}</td>
+                    <td data-bytes=p.rss>{format::bytes(p.rss)}</td>
                     {with_gpu.then(|| view! { <td>{p.gpu_memory.map(format::bytes).unwrap_or_else(|| "—".into())}</td> })}
                 </tr>
             }
@@ -322,7 +322,7 @@ pub fn ProcessTree(measured: MeasuredMemory) -> impl IntoView {
     let gpus = measured
         .gpu_memory
         .into_iter()
-        .map(|g| view! { <li>{format!("GPU {} ({}): {}", g.index, g.name, format::bytes(g.used))}</li> })
+        .map(|g| view! { <li>{format!("GPU {} ({}): {}", g.index, g.name, format::Bytes(g.used))}</li> })
         .collect_view();
     view! {
         <table class="process-tree" data-testid="process-tree">
